@@ -1,0 +1,413 @@
+//! The retry headers: a fixed set, **replaced on every hop, never appended**.
+//!
+//! | header | encoding | bytes |
+//! |---|---|---|
+//! | `rt-version` | u8 | 1 |
+//! | `rt-attempt` | u32 big-endian; the attempt the record is *due for* (2 = first retry) | 4 |
+//! | `rt-due-at` | i64 big-endian, ms since the Unix epoch | 8 |
+//! | `rt-original-topic` | UTF-8 | len |
+//! | `rt-original-partition` | i32 big-endian | 4 |
+//! | `rt-original-offset` | i64 big-endian | 8 |
+//! | `rt-original-timestamp` | i64 big-endian ms, -1 when the source record had none | 8 |
+//! | `rt-first-failure-at` | i64 big-endian ms | 8 |
+//! | `rt-group` | UTF-8 | len |
+//! | `rt-error-kind` | UTF-8: `retryable`, `fatal`, `decode`, `exhausted`, `timed-out`, `malformed-headers` | ≤ 17 |
+//! | `rt-error` | UTF-8, cut at [`MAX_ERROR_BYTES`] on a character boundary | ≤ 512 |
+//!
+//! Every header whose name starts with [`PREFIX`] belongs to the framework: [`replace`]
+//! drops all of them and writes one fresh set, so a record's size does not grow with its
+//! attempt count, and user headers pass through untouched, in order, exactly once.
+
+/// Prefix of every framework header.
+pub const PREFIX: &str = "rt-";
+/// Current header format version.
+pub const FORMAT_VERSION: u8 = 1;
+/// Upper bound of the `rt-error` header in bytes.
+pub const MAX_ERROR_BYTES: usize = 512;
+
+/// Header names.
+pub mod names {
+    /// Format version.
+    pub const VERSION: &str = "rt-version";
+    /// Attempt number the record is due for.
+    pub const ATTEMPT: &str = "rt-attempt";
+    /// Due time, ms since the epoch.
+    pub const DUE_AT: &str = "rt-due-at";
+    /// Topic of the original record.
+    pub const ORIGINAL_TOPIC: &str = "rt-original-topic";
+    /// Partition of the original record.
+    pub const ORIGINAL_PARTITION: &str = "rt-original-partition";
+    /// Offset of the original record.
+    pub const ORIGINAL_OFFSET: &str = "rt-original-offset";
+    /// Timestamp of the original record.
+    pub const ORIGINAL_TIMESTAMP: &str = "rt-original-timestamp";
+    /// Time of the first failure.
+    pub const FIRST_FAILURE_AT: &str = "rt-first-failure-at";
+    /// Consumer group that failed the record.
+    pub const GROUP: &str = "rt-group";
+    /// Kind of the last failure.
+    pub const ERROR_KIND: &str = "rt-error-kind";
+    /// Text of the last error.
+    pub const ERROR: &str = "rt-error";
+}
+
+/// Why a record failed, or why it reached the DLT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The handler failed and said a retry may help.
+    Retryable,
+    /// The handler failed and said a retry cannot help.
+    Fatal,
+    /// The payload could not be deserialized.
+    Decode,
+    /// Every attempt failed.
+    Exhausted,
+    /// The policy's global timeout ran out.
+    TimedOut,
+    /// The retry headers could not be trusted.
+    MalformedHeaders,
+}
+
+impl FailureKind {
+    /// The header text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Retryable => "retryable",
+            FailureKind::Fatal => "fatal",
+            FailureKind::Decode => "decode",
+            FailureKind::Exhausted => "exhausted",
+            FailureKind::TimedOut => "timed-out",
+            FailureKind::MalformedHeaders => "malformed-headers",
+        }
+    }
+
+    /// Reads the header text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            FailureKind::Retryable,
+            FailureKind::Fatal,
+            FailureKind::Decode,
+            FailureKind::Exhausted,
+            FailureKind::TimedOut,
+            FailureKind::MalformedHeaders,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The decoded retry headers of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryHeaders {
+    /// The attempt this record is due for (2 = first retry).
+    pub attempt: u32,
+    /// When the attempt is due, ms since the epoch.
+    pub due_at_ms: i64,
+    /// Topic of the original record.
+    pub original_topic: String,
+    /// Partition of the original record.
+    pub original_partition: i32,
+    /// Offset of the original record.
+    pub original_offset: i64,
+    /// Timestamp of the original record, if it had one.
+    pub original_timestamp_ms: Option<i64>,
+    /// When the record first failed, ms since the epoch.
+    pub first_failure_ms: i64,
+    /// The consumer group.
+    pub group: String,
+    /// Kind of the last failure.
+    pub error_kind: FailureKind,
+    /// Text of the last error (at most [`MAX_ERROR_BYTES`]).
+    pub error: String,
+}
+
+/// A retry header that is missing or cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retry header `{header}` {problem}")]
+pub struct HeaderError {
+    /// The header.
+    pub header: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Whether `name` is a framework header.
+pub fn is_framework_header(name: &str) -> bool {
+    name.starts_with(PREFIX)
+}
+
+impl RetryHeaders {
+    /// Encodes the fixed header set, in table order.
+    pub fn encode(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (names::VERSION, vec![FORMAT_VERSION]),
+            (names::ATTEMPT, self.attempt.to_be_bytes().to_vec()),
+            (names::DUE_AT, self.due_at_ms.to_be_bytes().to_vec()),
+            (names::ORIGINAL_TOPIC, self.original_topic.as_bytes().to_vec()),
+            (names::ORIGINAL_PARTITION, self.original_partition.to_be_bytes().to_vec()),
+            (names::ORIGINAL_OFFSET, self.original_offset.to_be_bytes().to_vec()),
+            (names::ORIGINAL_TIMESTAMP, self.original_timestamp_ms.unwrap_or(-1).to_be_bytes().to_vec()),
+            (names::FIRST_FAILURE_AT, self.first_failure_ms.to_be_bytes().to_vec()),
+            (names::GROUP, self.group.as_bytes().to_vec()),
+            (names::ERROR_KIND, self.error_kind.as_str().as_bytes().to_vec()),
+            (names::ERROR, truncate_utf8(&self.error, MAX_ERROR_BYTES).as_bytes().to_vec()),
+        ]
+    }
+
+    /// Decodes the framework headers among `headers` (name, value; the last of a repeated
+    /// name wins, as with Kafka's `lastHeader`).
+    ///
+    /// `Ok(None)`: no framework header at all (a record that never failed).
+    /// `Err`: some are there but one is missing or unreadable; the error names it.
+    pub fn decode<'a, I>(headers: I) -> Result<Option<RetryHeaders>, HeaderError>
+    where
+        I: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    {
+        let mut found: Vec<(&str, Option<&[u8]>)> = Vec::new();
+        for (name, value) in headers {
+            if is_framework_header(name) {
+                found.retain(|(n, _)| *n != name);
+                found.push((name, value));
+            }
+        }
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let get = |header: &'static str| -> Result<&[u8], HeaderError> {
+            match found.iter().find(|(n, _)| *n == header) {
+                Some((_, Some(v))) => Ok(v),
+                Some((_, None)) => Err(HeaderError { header, problem: "has no value".into() }),
+                None => Err(HeaderError { header, problem: "is missing".into() }),
+            }
+        };
+        fn fixed<const N: usize>(header: &'static str, v: &[u8]) -> Result<[u8; N], HeaderError> {
+            v.try_into().map_err(|_| HeaderError {
+                header,
+                problem: format!("must be {N} bytes (big-endian), got {}", v.len()),
+            })
+        }
+        let text = |header: &'static str| -> Result<String, HeaderError> {
+            String::from_utf8(get(header)?.to_vec())
+                .map_err(|_| HeaderError { header, problem: "is not UTF-8".into() })
+        };
+
+        let version = fixed::<1>(names::VERSION, get(names::VERSION)?)?[0];
+        if version != FORMAT_VERSION {
+            return Err(HeaderError {
+                header: names::VERSION,
+                problem: format!("is {version}; this build reads version {FORMAT_VERSION}"),
+            });
+        }
+        let attempt = u32::from_be_bytes(fixed(names::ATTEMPT, get(names::ATTEMPT)?)?);
+        let kind_text = text(names::ERROR_KIND)?;
+        let error_kind = FailureKind::parse(&kind_text).ok_or_else(|| HeaderError {
+            header: names::ERROR_KIND,
+            problem: format!("has unknown value {kind_text:?}"),
+        })?;
+        let timestamp = i64::from_be_bytes(fixed(names::ORIGINAL_TIMESTAMP, get(names::ORIGINAL_TIMESTAMP)?)?);
+        Ok(Some(RetryHeaders {
+            attempt,
+            due_at_ms: i64::from_be_bytes(fixed(names::DUE_AT, get(names::DUE_AT)?)?),
+            original_topic: text(names::ORIGINAL_TOPIC)?,
+            original_partition: i32::from_be_bytes(fixed(names::ORIGINAL_PARTITION, get(names::ORIGINAL_PARTITION)?)?),
+            original_offset: i64::from_be_bytes(fixed(names::ORIGINAL_OFFSET, get(names::ORIGINAL_OFFSET)?)?),
+            original_timestamp_ms: (timestamp >= 0).then_some(timestamp),
+            first_failure_ms: i64::from_be_bytes(fixed(names::FIRST_FAILURE_AT, get(names::FIRST_FAILURE_AT)?)?),
+            group: text(names::GROUP)?,
+            error_kind,
+            error: text(names::ERROR)?,
+        }))
+    }
+}
+
+/// The headers of a republished record: the user's headers in their order (every framework
+/// header dropped), then one fresh framework set.
+pub fn replace<'a, I>(user: I, retry: &RetryHeaders) -> Vec<(String, Option<Vec<u8>>)>
+where
+    I: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+{
+    let mut out: Vec<(String, Option<Vec<u8>>)> = user
+        .into_iter()
+        .filter(|(name, _)| !is_framework_header(name))
+        .map(|(name, value)| (name.to_owned(), value.map(<[u8]>::to_vec)))
+        .collect();
+    out.extend(retry.encode().into_iter().map(|(n, v)| (n.to_owned(), Some(v))));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> RetryHeaders {
+        RetryHeaders {
+            attempt: 2,
+            due_at_ms: 1_700_000_005_000,
+            original_topic: "weather-forecast".into(),
+            original_partition: 3,
+            original_offset: 42,
+            original_timestamp_ms: Some(1_700_000_000_000),
+            first_failure_ms: 1_700_000_000_100,
+            group: "my-listener-group".into(),
+            error_kind: FailureKind::Retryable,
+            error: "store unavailable".into(),
+        }
+    }
+
+    fn as_refs(h: &[(String, Option<Vec<u8>>)]) -> Vec<(&str, Option<&[u8]>)> {
+        h.iter().map(|(n, v)| (n.as_str(), v.as_deref())).collect()
+    }
+
+    fn size(h: &[(String, Option<Vec<u8>>)]) -> usize {
+        h.iter().map(|(n, v)| n.len() + v.as_ref().map_or(0, Vec::len)).sum()
+    }
+
+    #[test]
+    fn every_header_round_trips_on_its_own_field() {
+        // Each field gets a distinct value, so a codec that wrote one field's value into
+        // another header (arroyo's offset-in-partition bug) cannot pass.
+        let h = RetryHeaders {
+            attempt: 7,
+            due_at_ms: 11,
+            original_topic: "t13".into(),
+            original_partition: 17,
+            original_offset: 19,
+            original_timestamp_ms: Some(23),
+            first_failure_ms: 29,
+            group: "g31".into(),
+            error_kind: FailureKind::Fatal,
+            error: "e37".into(),
+        };
+        let encoded = h.encode();
+        let get = |n: &str| encoded.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+        assert_eq!(get(names::ATTEMPT), 7u32.to_be_bytes());
+        assert_eq!(get(names::DUE_AT), 11i64.to_be_bytes());
+        assert_eq!(get(names::ORIGINAL_PARTITION), 17i32.to_be_bytes());
+        assert_eq!(get(names::ORIGINAL_OFFSET), 19i64.to_be_bytes());
+        assert_eq!(get(names::ORIGINAL_TIMESTAMP), 23i64.to_be_bytes());
+        assert_eq!(get(names::FIRST_FAILURE_AT), 29i64.to_be_bytes());
+        let pairs = encoded.iter().map(|(n, v)| (*n, Some(v.as_slice())));
+        assert_eq!(RetryHeaders::decode(pairs).unwrap(), Some(h));
+    }
+
+    #[test]
+    fn no_framework_headers_means_none() {
+        let user = [("trace-id", Some(&b"abc"[..])), ("kafka_dlt-exception", None)];
+        assert_eq!(RetryHeaders::decode(user), Ok(None));
+    }
+
+    #[test]
+    fn replace_never_appends_and_keeps_user_headers_once() {
+        let user: Vec<(String, Option<Vec<u8>>)> = vec![
+            ("trace-id".into(), Some(b"abc".to_vec())),
+            ("retry_topic-attempts".into(), Some(vec![0, 0, 0, 1])),
+            ("empty".into(), None),
+        ];
+        let mut h = sample();
+        let mut current = replace(as_refs(&user), &h);
+        let size_at_2 = size(&current);
+        for attempt in 3..=1000 {
+            h.attempt = attempt;
+            h.due_at_ms += 300_000;
+            current = replace(as_refs(&current), &h);
+            assert_eq!(size(&current), size_at_2, "attempt {attempt}");
+        }
+        assert_eq!(&current[..3], &user[..]);
+        assert_eq!(current.len(), user.len() + 11);
+        assert_eq!(RetryHeaders::decode(as_refs(&current)).unwrap().unwrap().attempt, 1000);
+    }
+
+    #[test]
+    fn error_text_is_bounded_on_a_char_boundary() {
+        let mut h = sample();
+        h.error = "é".repeat(1000);
+        let decoded = RetryHeaders::decode(h.encode().iter().map(|(n, v)| (*n, Some(v.as_slice()))))
+            .unwrap()
+            .unwrap();
+        assert!(decoded.error.len() <= MAX_ERROR_BYTES);
+        assert_eq!(decoded.error, "é".repeat(MAX_ERROR_BYTES / 2));
+    }
+
+    #[test]
+    fn malformed_headers_are_named() {
+        let good = sample().encode();
+        let with = |name: &str, value: Option<&[u8]>| {
+            let mut v: Vec<(&str, Option<&[u8]>)> =
+                good.iter().filter(|(n, _)| *n != name).map(|(n, v)| (*n, Some(v.as_slice()))).collect();
+            v.push((name, value));
+            RetryHeaders::decode(v).unwrap_err()
+        };
+        assert_eq!(with(names::ATTEMPT, Some(b"abc")).header, names::ATTEMPT);
+        assert!(with(names::DUE_AT, Some(b"garbage!!")).problem.contains("8 bytes"));
+        assert!(with(names::GROUP, Some(&[0xff, 0xfe])).problem.contains("UTF-8"));
+        assert!(with(names::VERSION, Some(&[9])).problem.contains("version"));
+        assert!(with(names::ERROR_KIND, Some(b"boom")).problem.contains("unknown"));
+        assert!(with(names::ORIGINAL_OFFSET, None).problem.contains("no value"));
+        let only_attempt = [(names::ATTEMPT, Some(&[0u8, 0, 0, 2][..]))];
+        assert_eq!(RetryHeaders::decode(only_attempt).unwrap_err().problem, "is missing");
+    }
+
+    #[test]
+    fn a_repeated_framework_header_reads_as_its_last_value() {
+        let mut pairs: Vec<(&str, Option<Vec<u8>>)> =
+            sample().encode().into_iter().map(|(n, v)| (n, Some(v))).collect();
+        pairs.insert(0, (names::ATTEMPT, Some(99u32.to_be_bytes().to_vec())));
+        let refs = pairs.iter().map(|(n, v)| (*n, v.as_deref()));
+        assert_eq!(RetryHeaders::decode(refs).unwrap().unwrap().attempt, 2);
+    }
+
+    fn kind() -> impl Strategy<Value = FailureKind> {
+        prop_oneof![
+            Just(FailureKind::Retryable),
+            Just(FailureKind::Fatal),
+            Just(FailureKind::Decode),
+            Just(FailureKind::Exhausted),
+            Just(FailureKind::TimedOut),
+            Just(FailureKind::MalformedHeaders),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(attempt: u32, due: i64, topic in "[a-z.-]{1,40}", partition: i32, offset: i64,
+                      ts in proptest::option::of(0i64..), first: i64, group in "\\PC{0,40}",
+                      kind in kind(), error in "\\PC{0,300}") {
+            let h = RetryHeaders { attempt, due_at_ms: due, original_topic: topic, original_partition: partition,
+                original_offset: offset, original_timestamp_ms: ts, first_failure_ms: first, group, error_kind: kind, error };
+            let enc = h.encode();
+            let decoded = RetryHeaders::decode(enc.iter().map(|(n, v)| (*n, Some(v.as_slice())))).unwrap().unwrap();
+            let expected = RetryHeaders { error: truncate_utf8(&h.error, MAX_ERROR_BYTES).to_owned(), ..h };
+            prop_assert_eq!(decoded, expected);
+        }
+
+        #[test]
+        fn decode_never_panics(pairs in proptest::collection::vec(("rt-[a-z-]{0,20}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12))), 0..14)) {
+            let _ = RetryHeaders::decode(pairs.iter().map(|(n, v)| (n.as_str(), v.as_deref())));
+        }
+
+        #[test]
+        fn kind_text_round_trips(k in kind()) {
+            prop_assert_eq!(FailureKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

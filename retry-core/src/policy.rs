@@ -1,0 +1,373 @@
+//! Retry policy: how often, how long between attempts, where records go, and what happens
+//! once attempts run out.
+//!
+//! | setting | default | builder method |
+//! |---|---|---|
+//! | attempts (total, the first included) | 3 | [`attempts`](RetryPolicyBuilder::attempts) |
+//! | backoff | fixed 1 s | [`backoff`](RetryPolicyBuilder::backoff) |
+//! | jitter | 0 (none) | [`jitter`](RetryPolicyBuilder::jitter) |
+//! | retry-topic suffix | `-retries` | [`retry_suffix`](RetryPolicyBuilder::retry_suffix) |
+//! | DLT suffix | `-dlt` | [`dlt_suffix`](RetryPolicyBuilder::dlt_suffix) |
+//! | DLT strategy | [`DltStrategy::AlwaysRetryOnError`] | [`dlt`](RetryPolicyBuilder::dlt) |
+//! | topic strategy | [`TopicStrategy::SingleTopic`] | [`topic_strategy`](RetryPolicyBuilder::topic_strategy) |
+//! | max retry topics (MultipleTopics) | 8 | [`max_retry_topics`](RetryPolicyBuilder::max_retry_topics) |
+//! | group in topic names | per group | [`group_naming`](RetryPolicyBuilder::group_naming) |
+//! | global timeout | none | [`timeout`](RetryPolicyBuilder::timeout) |
+//! | in-memory blocking attempts | 0 | [`blocking_attempts`](RetryPolicyBuilder::blocking_attempts) |
+//! | auto-create retry/DLT topics | off | [`auto_create_topics`](RetryPolicyBuilder::auto_create_topics) |
+
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::error::{ConfigError, Result};
+use crate::topics::{self, GroupNaming};
+
+/// What happens to a record once it has no attempts left (or fails fatally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum DltStrategy {
+    /// Publish to the DLT; if that publish fails, keep trying it (with backoff) until it
+    /// succeeds. Nothing is lost, the partition waits meanwhile.
+    #[default]
+    AlwaysRetryOnError,
+    /// Publish to the DLT; if that publish fails, stop the partition (no commit, a logged
+    /// error and [`Metrics::stopped_partitions`](crate::metrics::Metrics)), so an operator
+    /// can act. The record is redelivered after a restart.
+    FailOnError,
+    /// No DLT: the record is dropped with a log line and a counter.
+    NoDlt,
+}
+
+/// How retry topics are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum TopicStrategy {
+    /// One retry topic for every attempt (Spring's `FixedDelayStrategy.SINGLE_TOPIC`).
+    /// Best with a fixed backoff: with growing delays a long-waiting record at the head of
+    /// a partition holds back shorter ones behind it (never early, possibly late).
+    #[default]
+    SingleTopic,
+    /// One retry topic per delay level, at most `max_retry_topics`; the last one takes all
+    /// later attempts. Each topic holds records of a single delay, so none waits behind a
+    /// longer one.
+    MultipleTopics,
+}
+
+/// Partitions and replication of retry and DLT topics created by the framework.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TopicSpec {
+    /// Partition count of each created topic (`None`: the same as its source topic).
+    pub partitions: Option<i32>,
+    /// Replication factor (`None`: the broker's default).
+    pub replication: Option<i32>,
+}
+
+impl Default for TopicSpec {
+    fn default() -> Self {
+        TopicSpec { partitions: None, replication: None }
+    }
+}
+
+/// A validated retry policy. Build one with [`RetryPolicy::builder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    attempts: u32,
+    backoff: Backoff,
+    jitter: f64,
+    retry_suffix: String,
+    dlt_suffix: String,
+    dlt: DltStrategy,
+    topic_strategy: TopicStrategy,
+    max_retry_topics: usize,
+    group_naming: GroupNaming,
+    timeout: Option<Duration>,
+    blocking_attempts: u32,
+    blocking_delay: Duration,
+    auto_create: Option<TopicSpec>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::builder().build().expect("defaults are valid")
+    }
+}
+
+impl RetryPolicy {
+    /// Starts a builder with the defaults of the table above.
+    pub fn builder() -> RetryPolicyBuilder {
+        RetryPolicyBuilder::default()
+    }
+
+    /// Total attempts, the first included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    /// The backoff schedule.
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+    /// Jitter fraction in [0, 1].
+    pub fn jitter(&self) -> f64 {
+        self.jitter
+    }
+    /// Retry-topic suffix.
+    pub fn retry_suffix(&self) -> &str {
+        &self.retry_suffix
+    }
+    /// DLT suffix.
+    pub fn dlt_suffix(&self) -> &str {
+        &self.dlt_suffix
+    }
+    /// DLT strategy.
+    pub fn dlt(&self) -> DltStrategy {
+        self.dlt
+    }
+    /// Retry-topic layout.
+    pub fn topic_strategy(&self) -> TopicStrategy {
+        self.topic_strategy
+    }
+    /// Whether derived topic names carry the group.
+    pub fn group_naming(&self) -> GroupNaming {
+        self.group_naming
+    }
+    /// Global timeout since the first failure, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// In-memory attempts before the first republish, and the pause between them.
+    pub fn blocking(&self) -> (u32, Duration) {
+        (self.blocking_attempts, self.blocking_delay)
+    }
+    /// Topic creation settings, when creation is enabled.
+    pub fn auto_create(&self) -> Option<TopicSpec> {
+        self.auto_create
+    }
+
+    /// How many retry topics one source topic has (0 when `attempts == 1`).
+    pub fn retry_topic_count(&self) -> usize {
+        let retries = self.attempts.saturating_sub(1) as usize;
+        match self.topic_strategy {
+            TopicStrategy::SingleTopic => retries.min(1),
+            TopicStrategy::MultipleTopics => retries.min(self.max_retry_topics),
+        }
+    }
+
+    /// The retry-topic level that carries attempt `attempt` (≥ 2).
+    pub fn level_for_attempt(&self, attempt: u32) -> usize {
+        let count = self.retry_topic_count().max(1);
+        (attempt.saturating_sub(2) as usize).min(count - 1)
+    }
+
+    /// The names of the retry topics of `source` for `group`, level 0 first.
+    pub fn retry_topics(&self, source: &str, group: &str) -> Result<Vec<String>> {
+        let naming = self.group_naming;
+        Ok(match (self.topic_strategy, self.retry_topic_count()) {
+            (_, 0) => Vec::new(),
+            (TopicStrategy::SingleTopic, _) => {
+                vec![topics::retry_topic(source, &self.retry_suffix, group, naming, None)?]
+            }
+            (TopicStrategy::MultipleTopics, n) => (0..n)
+                .map(|i| topics::retry_topic(source, &self.retry_suffix, group, naming, Some(i)))
+                .collect::<std::result::Result<_, _>>()?,
+        })
+    }
+
+    /// The DLT of `source` for `group` (`None` with [`DltStrategy::NoDlt`]).
+    pub fn dlt_topic(&self, source: &str, group: &str) -> Result<Option<String>> {
+        if self.dlt == DltStrategy::NoDlt {
+            return Ok(None);
+        }
+        Ok(Some(topics::dlt_topic(source, &self.dlt_suffix, group, self.group_naming)?))
+    }
+
+    /// The furthest in the future a retry record may legitimately be due; a claimed due
+    /// time beyond `now + horizon` is treated as untrusted and clamped.
+    pub fn due_horizon(&self) -> Duration {
+        let max = self.backoff.max_delay();
+        max + max.mul_f64(self.jitter) + Duration::from_secs(60)
+    }
+}
+
+/// Builder of [`RetryPolicy`]; every setter is checked in [`build`](Self::build).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RetryPolicyBuilder {
+    policy: RetryPolicy,
+}
+
+impl Default for RetryPolicyBuilder {
+    fn default() -> Self {
+        RetryPolicyBuilder {
+            policy: RetryPolicy {
+                attempts: 3,
+                backoff: Backoff::default(),
+                jitter: 0.0,
+                retry_suffix: "-retries".into(),
+                dlt_suffix: "-dlt".into(),
+                dlt: DltStrategy::default(),
+                topic_strategy: TopicStrategy::default(),
+                max_retry_topics: 8,
+                group_naming: GroupNaming::default(),
+                timeout: None,
+                blocking_attempts: 0,
+                blocking_delay: Duration::from_millis(100),
+                auto_create: None,
+            },
+        }
+    }
+}
+
+impl RetryPolicyBuilder {
+    /// Total attempts including the first (≥ 1; 1 means no retry at all).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.policy.attempts = attempts;
+        self
+    }
+    /// The backoff schedule.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.policy.backoff = backoff;
+        self
+    }
+    /// Spreads each delay by ± `fraction` (0 to 1) at random, so retries of many records
+    /// failing together do not arrive together.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.policy.jitter = fraction;
+        self
+    }
+    /// Retry-topic suffix.
+    pub fn retry_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.policy.retry_suffix = suffix.into();
+        self
+    }
+    /// DLT suffix.
+    pub fn dlt_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.policy.dlt_suffix = suffix.into();
+        self
+    }
+    /// DLT strategy.
+    pub fn dlt(mut self, strategy: DltStrategy) -> Self {
+        self.policy.dlt = strategy;
+        self
+    }
+    /// Retry-topic layout.
+    pub fn topic_strategy(mut self, strategy: TopicStrategy) -> Self {
+        self.policy.topic_strategy = strategy;
+        self
+    }
+    /// Upper bound of retry topics per source with [`TopicStrategy::MultipleTopics`] (≥ 1).
+    pub fn max_retry_topics(mut self, count: usize) -> Self {
+        self.policy.max_retry_topics = count;
+        self
+    }
+    /// Whether derived topic names carry the consumer group.
+    pub fn group_naming(mut self, naming: GroupNaming) -> Self {
+        self.policy.group_naming = naming;
+        self
+    }
+    /// Gives up (to the DLT) when the next attempt would be due later than `timeout` after
+    /// the first failure.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.policy.timeout = Some(timeout);
+        self
+    }
+    /// Tries `attempts` more times in memory, `delay` apart, before the first republish
+    /// (for blips shorter than a round trip through the retry topic). These do not count
+    /// toward [`attempts`](Self::attempts).
+    pub fn blocking_attempts(mut self, attempts: u32, delay: Duration) -> Self {
+        self.policy.blocking_attempts = attempts;
+        self.policy.blocking_delay = delay;
+        self
+    }
+    /// Lets the runtime create *missing* retry and DLT topics at startup. Existing topics,
+    /// the source above all, are never altered.
+    pub fn auto_create_topics(mut self, spec: TopicSpec) -> Self {
+        self.policy.auto_create = Some(spec);
+        self
+    }
+
+    /// Checks every setting; the error names the setting at fault.
+    pub fn build(self) -> Result<RetryPolicy> {
+        let p = self.policy;
+        if p.attempts < 1 {
+            return Err(ConfigError::new("attempts", "must be at least 1 (the first attempt counts)").into());
+        }
+        p.backoff.validate().map_err(|reason| ConfigError::new("backoff", reason))?;
+        if !(0.0..=1.0).contains(&p.jitter) {
+            return Err(ConfigError::new("jitter", format!("must be within 0.0..=1.0, got {}", p.jitter)).into());
+        }
+        topics::validate_suffix(&p.retry_suffix)
+            .map_err(|e| ConfigError::new("retry_suffix", e.to_string()))?;
+        topics::validate_suffix(&p.dlt_suffix).map_err(|e| ConfigError::new("dlt_suffix", e.to_string()))?;
+        if p.retry_suffix == p.dlt_suffix {
+            return Err(ConfigError::new("dlt_suffix", "must differ from the retry suffix").into());
+        }
+        if p.max_retry_topics < 1 {
+            return Err(ConfigError::new("max_retry_topics", "must be at least 1").into());
+        }
+        if let Some(spec) = p.auto_create {
+            if spec.partitions.is_some_and(|n| n < 1) {
+                return Err(ConfigError::new("auto_create_topics.partitions", "must be at least 1").into());
+            }
+            if spec.replication.is_some_and(|n| n < 1) {
+                return Err(ConfigError::new("auto_create_topics.replication", "must be at least 1").into());
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_table() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.attempts(), 3);
+        assert_eq!(p.retry_suffix(), "-retries");
+        assert_eq!(p.dlt_suffix(), "-dlt");
+        assert_eq!(p.dlt(), DltStrategy::AlwaysRetryOnError);
+        assert_eq!(p.topic_strategy(), TopicStrategy::SingleTopic);
+        assert_eq!(p.retry_topics("t", "g").unwrap(), ["t-retries-g"]);
+        assert_eq!(p.dlt_topic("t", "g").unwrap().as_deref(), Some("t-dlt-g"));
+    }
+
+    #[test]
+    fn multiple_topics_are_bounded_and_levels_saturate() {
+        let p = RetryPolicy::builder()
+            .attempts(900)
+            .topic_strategy(TopicStrategy::MultipleTopics)
+            .max_retry_topics(4)
+            .build()
+            .unwrap();
+        assert_eq!(p.retry_topics("t", "g").unwrap(), ["t-retries-g-0", "t-retries-g-1", "t-retries-g-2", "t-retries-g-3"]);
+        let levels: Vec<_> = (2..=7).map(|a| p.level_for_attempt(a)).collect();
+        assert_eq!(levels, [0, 1, 2, 3, 3, 3]);
+        let few = RetryPolicy::builder().attempts(3).topic_strategy(TopicStrategy::MultipleTopics).build().unwrap();
+        assert_eq!(few.retry_topic_count(), 2);
+        let none = RetryPolicy::builder().attempts(1).build().unwrap();
+        assert!(none.retry_topics("t", "g").unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_dlt_has_no_dlt_topic() {
+        let p = RetryPolicy::builder().dlt(DltStrategy::NoDlt).build().unwrap();
+        assert_eq!(p.dlt_topic("t", "g").unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let cases: Vec<(RetryPolicyBuilder, &str)> = vec![
+            (RetryPolicy::builder().attempts(0), "attempts"),
+            (RetryPolicy::builder().jitter(1.5), "jitter"),
+            (RetryPolicy::builder().retry_suffix("a b"), "retry_suffix"),
+            (RetryPolicy::builder().dlt_suffix(""), "dlt_suffix"),
+            (RetryPolicy::builder().dlt_suffix("-retries"), "dlt_suffix"),
+            (RetryPolicy::builder().max_retry_topics(0), "max_retry_topics"),
+            (RetryPolicy::builder().backoff(Backoff::exponential(Duration::from_secs(1), 0.1, Duration::from_secs(2))), "backoff"),
+            (RetryPolicy::builder().auto_create_topics(TopicSpec { partitions: Some(0), replication: None }), "partitions"),
+        ];
+        for (builder, setting) in cases {
+            let err = builder.build().unwrap_err().to_string();
+            assert!(err.contains(setting), "{err} should name {setting}");
+        }
+    }
+}
