@@ -1,9 +1,14 @@
 //! Runtime of `retryable-topic`: non-blocking Kafka retries through retry topics and
 //! dead-letter topics (DLT), on [`rdkafka`] and [`tokio`].
 //!
-//! The pure rules (durations, backoff, topic names, the retry-header codec and the retry
-//! decisions) are always compiled; the broker-facing runtime is behind the default
-//! `runtime` feature, so the proc-macro can share the rules without linking librdkafka.
+//! A failed record is republished to a retry topic with a due time and its source offset
+//! committed once the broker acknowledged; the retry topic is consumed without handling any
+//! record before it is due; after the last attempt the record goes to the DLT, or not, by
+//! the listener's [`DltStrategy`].
+//!
+//! The pure rules ([`duration`], [`backoff`], [`topics`], [`headers`], [`decision`]) are
+//! always compiled; the broker-facing runtime is behind the default `runtime` feature, so
+//! the proc-macro shares the rules without linking librdkafka.
 #![deny(missing_docs)]
 
 pub mod backoff;
@@ -14,7 +19,57 @@ pub mod headers;
 pub mod policy;
 pub mod topics;
 
+#[cfg(feature = "runtime")]
+pub mod admin;
+#[cfg(feature = "runtime")]
+pub mod config;
+#[cfg(feature = "runtime")]
+mod consumer;
+#[cfg(feature = "runtime")]
+pub mod embedded;
+#[cfg(feature = "runtime")]
+pub mod handler;
+#[cfg(feature = "runtime")]
+pub mod listener;
+#[cfg(feature = "runtime")]
+pub mod metrics;
+#[cfg(feature = "runtime")]
+mod publish;
+#[cfg(feature = "runtime")]
+pub mod record;
+#[cfg(feature = "runtime")]
+pub mod registry;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+
 pub use backoff::Backoff;
 pub use error::{ConfigError, Error, Result};
 pub use policy::{DltStrategy, RetryPolicy, RetryPolicyBuilder, TopicSpec, TopicStrategy};
 pub use topics::GroupNaming;
+
+#[cfg(feature = "runtime")]
+pub use {
+    config::KafkaConfig,
+    embedded::EmbeddedKafka,
+    handler::{Handler, HandlerError},
+    listener::{Listener, ListenerBuilder},
+    metrics::MetricsSnapshot,
+    record::Record,
+    runtime::{RunningRuntime, Runtime, RuntimeBuilder},
+};
+
+/// What `#[retryable_topic]` expands to; not a public API.
+#[cfg(feature = "runtime")]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::backoff::Backoff;
+    pub use crate::duration::parse_duration;
+    pub use crate::handler::{json, record};
+    pub use crate::listener::Listener;
+    pub use crate::policy::{DltStrategy, RetryPolicy, TopicSpec, TopicStrategy};
+    pub use crate::registry::Registration;
+    pub use crate::topics::GroupNaming;
+    pub use crate::Result;
+    pub use inventory;
+    pub use std::time::Duration;
+}

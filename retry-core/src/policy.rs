@@ -52,18 +52,12 @@ pub enum TopicStrategy {
 }
 
 /// Partitions and replication of retry and DLT topics created by the framework.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TopicSpec {
     /// Partition count of each created topic (`None`: the same as its source topic).
     pub partitions: Option<i32>,
     /// Replication factor (`None`: the broker's default).
     pub replication: Option<i32>,
-}
-
-impl Default for TopicSpec {
-    fn default() -> Self {
-        TopicSpec { partitions: None, replication: None }
-    }
 }
 
 /// A validated retry policy. Build one with [`RetryPolicy::builder`].
