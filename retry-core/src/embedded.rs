@@ -10,11 +10,13 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaRespErr;
 
 use crate::error::{Error, Result};
 
 enum Command {
     CreateTopic { name: String, partitions: i32, reply: mpsc::Sender<Result<()>> },
+    TopicError { name: String, fail: bool, reply: mpsc::Sender<Result<()>> },
     Stop,
 }
 
@@ -57,6 +59,15 @@ impl EmbeddedKafka {
                                 .map_err(|e| Error::Embedded(format!("create topic `{name}`: {e}")));
                             let _ = reply.send(r);
                         }
+                        Command::TopicError { name, fail, reply } => {
+                            let code = if fail {
+                                RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+                            } else {
+                                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                            };
+                            let r = cluster.topic_error(&name, code).map_err(|e| Error::Embedded(e.to_string()));
+                            let _ = reply.send(r);
+                        }
                         Command::Stop => break,
                     }
                 }
@@ -74,11 +85,19 @@ impl EmbeddedKafka {
     /// Creates a topic (the mock cluster has no Admin API).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
         crate::topics::validate_topic_name(name)?;
+        self.call(|reply| Command::CreateTopic { name: name.to_owned(), partitions, reply })
+    }
+
+    fn call(&self, command: impl FnOnce(mpsc::Sender<Result<()>>) -> Command) -> Result<()> {
         let (reply, answer) = mpsc::channel();
-        self.commands
-            .send(Command::CreateTopic { name: name.to_owned(), partitions, reply })
-            .map_err(|_| Error::Embedded("broker stopped".into()))?;
+        self.commands.send(command(reply)).map_err(|_| Error::Embedded("broker stopped".into()))?;
         answer.recv().map_err(|_| Error::Embedded("broker stopped".into()))?
+    }
+
+    /// Makes `topic` refuse clients (`TOPIC_AUTHORIZATION_FAILED` in metadata answers) while
+    /// `fail` is true, to test how a program copes with a topic it cannot write.
+    pub fn fail_topic(&self, topic: &str, fail: bool) -> Result<()> {
+        self.call(|reply| Command::TopicError { name: topic.to_owned(), fail, reply })
     }
 
     /// Client settings that suit the mock cluster (fast group joins).

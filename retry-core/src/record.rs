@@ -66,12 +66,14 @@ impl Record {
         self
     }
 
-    pub(crate) fn from_message<M: Message>(m: &M) -> Self {
-        let headers = m
+    /// Copies a client message (key, payload, headers, coordinates); readable retry
+    /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
+    pub fn from_message<M: Message>(m: &M) -> Self {
+        let headers: Vec<(String, Option<Vec<u8>>)> = m
             .headers()
             .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
             .unwrap_or_default();
-        Record {
+        let mut record = Record {
             topic: m.topic().to_owned(),
             partition: m.partition(),
             offset: m.offset(),
@@ -81,7 +83,10 @@ impl Record {
             headers,
             attempt: 1,
             retry: None,
-        }
+        };
+        let retry = RetryHeaders::decode(record.headers()).ok().flatten();
+        record.set_retry(retry.as_ref().map_or(1, |h| h.attempt), retry);
+        record
     }
 
     pub(crate) fn set_retry(&mut self, attempt: u32, retry: Option<RetryHeaders>) {

@@ -1,0 +1,300 @@
+//! Test harness: a real broker for every test.
+//!
+//! With `KAFKA_BOOTSTRAP_SERVERS` set, tests use that broker (`RT_BROKER` names its kind:
+//! `noida`, `tansu`, `kafka`); otherwise each test starts its own embedded MockCluster.
+//! Topic and group names are unique per test. Waiting is always for an event with a
+//! deadline ([`eventually`]), never a bare sleep.
+#![allow(dead_code, missing_docs)]
+
+pub mod recorder;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use retryable_topic::{EmbeddedKafka, Record, RuntimeBuilder};
+
+/// What a broker can do; tests needing more are skipped *by name* on brokers lacking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// CreateTopics/DeleteTopics/DescribeConfigs (the MockCluster has no Admin API).
+    Admin,
+    /// Stopping and restarting the broker process from the test script.
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Embedded,
+    Noida,
+    Tansu,
+    Kafka,
+}
+
+pub struct Broker {
+    pub kind: Kind,
+    bootstrap: String,
+    embedded: Option<EmbeddedKafka>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+impl Broker {
+    /// The broker of this run.
+    pub fn get() -> Broker {
+        init_tracing();
+        match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            Ok(b) if !b.is_empty() => {
+                let kind = match std::env::var("RT_BROKER").as_deref() {
+                    Ok("noida") => Kind::Noida,
+                    Ok("tansu") => Kind::Tansu,
+                    _ => Kind::Kafka,
+                };
+                Broker { kind, bootstrap: b, embedded: None }
+            }
+            _ => {
+                let e = EmbeddedKafka::start().expect("embedded broker");
+                Broker { kind: Kind::Embedded, bootstrap: e.bootstrap_servers().to_owned(), embedded: Some(e) }
+            }
+        }
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn embedded(&self) -> Option<&EmbeddedKafka> {
+        self.embedded.as_ref()
+    }
+
+    pub fn supports(&self, cap: Capability) -> bool {
+        match cap {
+            Capability::Admin => self.kind != Kind::Embedded,
+            Capability::Restart => std::env::var("RT_BROKER_RESTART").is_ok(),
+        }
+    }
+
+    /// `false` (and a line naming the test, also appended to `$RT_SKIP_LOG`) when the broker
+    /// lacks `cap`: such a test never passes silently.
+    pub fn require(&self, cap: Capability, test: &str) -> bool {
+        if self.supports(cap) {
+            return true;
+        }
+        let why = match (cap, self.kind) {
+            (Capability::Admin, Kind::Embedded) => "the embedded MockCluster has no Admin API",
+            (Capability::Restart, _) => "the broker is not restartable from this run (RT_BROKER_RESTART unset)",
+            _ => "the broker lacks it",
+        };
+        let line = format!("SKIPPED {test} on {:?}: needs {cap:?}; {why}", self.kind);
+        eprintln!("{line}");
+        if let Ok(path) = std::env::var("RT_SKIP_LOG") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+        false
+    }
+
+    /// A name unique to this process and test.
+    pub fn unique(&self, base: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{base}-{}-{n}-{}", std::process::id(), rand::random::<u32>())
+    }
+
+    fn consumer_settings(&self) -> [(&'static str, &'static str); 2] {
+        match self.kind {
+            Kind::Embedded => EmbeddedKafka::client_config(),
+            _ => [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")],
+        }
+    }
+
+    /// A runtime builder pointed at this broker, with fast group settings.
+    pub fn runtime(&self) -> RuntimeBuilder {
+        let mut b = retryable_topic::Runtime::builder()
+            .bootstrap_servers(&self.bootstrap)
+            .startup_timeout(Duration::from_secs(20))
+            .shutdown_grace(Duration::from_secs(10));
+        for (k, v) in self.consumer_settings() {
+            b = b.consumer_set(k, v);
+        }
+        b
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c
+    }
+
+    pub fn admin(&self) -> AdminClient<DefaultClientContext> {
+        self.client_config().create().expect("admin client")
+    }
+
+    /// Creates a topic (Admin API on real brokers, the mock's own call on the embedded one)
+    /// and waits until the metadata lists it.
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        self.create_topic_with(name, partitions, &[]).await;
+    }
+
+    pub async fn create_topic_with(&self, name: &str, partitions: i32, config: &[(&str, &str)]) {
+        match &self.embedded {
+            Some(e) => e.create_topic(name, partitions).expect("create topic"),
+            None => {
+                let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                for (k, v) in config {
+                    t = t.set(k, v);
+                }
+                let r = self.admin().create_topics([&t], &AdminOptions::new()).await.expect("create_topics");
+                for x in r {
+                    x.expect("topic created");
+                }
+            }
+        }
+        let bootstrap = self.bootstrap.clone();
+        let name = name.to_owned();
+        eventually(Duration::from_secs(20), &format!("topic {name} visible"), || {
+            partitions_of(&bootstrap, &name) == Some(partitions as usize)
+        })
+        .await;
+    }
+
+    pub async fn delete_topic(&self, name: &str) {
+        let r = self.admin().delete_topics(&[name], &AdminOptions::new()).await.expect("delete_topics");
+        for x in r {
+            x.expect("topic deleted");
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        self.client_config().set("linger.ms", "0").create().expect("producer")
+    }
+
+    /// Produces one record and waits for the acknowledgement.
+    pub async fn produce(&self, producer: &FutureProducer, topic: &str, key: Option<&str>, payload: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> (i32, i64) {
+        self.produce_to(producer, topic, None, key.map(str::as_bytes), payload, headers).await
+    }
+
+    pub async fn produce_to(&self, producer: &FutureProducer, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> (i32, i64) {
+        let mut hs = OwnedHeaders::new();
+        for (k, v) in headers {
+            hs = hs.insert(Header { key: k, value: *v });
+        }
+        let mut r = FutureRecord::<[u8], [u8]>::to(topic).headers(hs);
+        if let Some(p) = partition {
+            r = r.partition(p);
+        }
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(p) = payload {
+            r = r.payload(p);
+        }
+        let d = producer.send(r, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+        (d.partition, d.offset)
+    }
+
+    /// Reads `topic` from the beginning until `n` records arrived (panics at the deadline,
+    /// showing what did arrive).
+    pub async fn read(&self, topic: &str, n: usize) -> Vec<Record> {
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", self.unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let count = partitions_of(&self.bootstrap, topic).unwrap_or_else(|| panic!("topic {topic} does not exist"));
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..count as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, consumer.recv()).await {
+                Ok(Ok(m)) => out.push(Record::from_message(&m)),
+                Ok(Err(e)) => eprintln!("reader: {e}"),
+                Err(_) => panic!("read {} of {n} records from {topic} within 60 s: {out:#?}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// The committed offsets of `group` on `topic`, per partition (-1001 = none).
+    pub fn committed(&self, group: &str, topic: &str) -> Vec<i64> {
+        let consumer: BaseConsumer = self.client_config().set("group.id", group).create().expect("consumer");
+        let count = partitions_of(&self.bootstrap, topic).expect("topic exists");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..count as i32 {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        let v = got.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1001)).collect();
+        drop(got);
+        v
+    }
+}
+
+/// Partition count of `topic`, if it exists.
+pub fn partitions_of(bootstrap: &str, topic: &str) -> Option<usize> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .ok()?;
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).ok()?;
+    md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len())
+}
+
+/// Waits until `cond` holds, checking every 50 ms; panics with `what` at the deadline.
+pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Total size of a record as stored: key, payload, header names and values.
+pub fn record_size(r: &Record) -> usize {
+    r.key().map_or(0, <[u8]>::len)
+        + r.payload().map_or(0, <[u8]>::len)
+        + r.headers().map(|(n, v)| n.len() + v.map_or(0, <[u8]>::len)).sum::<usize>()
+}
+
+impl Broker {
+    /// Creates the source topics of `listener` and its retry/DLT topics, all with
+    /// `partitions` partitions.
+    pub async fn prepare(&self, listener: &retryable_topic::Listener, partitions: i32) {
+        for s in listener.topology().sources() {
+            self.create_topic(&s.source, partitions).await;
+            for t in s.derived() {
+                self.create_topic(t, partitions).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Handlers that record every call, for assertions.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use retryable_topic::handler::{self, Handler};
+use retryable_topic::{HandlerError, Record};
+
+use super::{now_ms, record_size};
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub key: String,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub due_at_ms: Option<i64>,
+    pub size: usize,
+    pub record: Record,
+}
+
+/// Every handler call, in order.
+#[derive(Clone, Default)]
+pub struct Calls(Arc<Mutex<Vec<Call>>>);
+
+impl Calls {
+    pub fn push(&self, r: &Record) {
+        let call = Call {
+            key: r.key_str().unwrap_or_default().to_owned(),
+            attempt: r.attempt(),
+            at_ms: now_ms(),
+            due_at_ms: r.retry_headers().map(|h| h.due_at_ms),
+            size: record_size(r),
+            record: r.clone(),
+        };
+        self.0.lock().unwrap().push(call);
+    }
+    pub fn all(&self) -> Vec<Call> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn of(&self, key: &str) -> Vec<Call> {
+        self.all().into_iter().filter(|c| c.key == key).collect()
+    }
+    pub fn count(&self, key: &str, attempt: u32) -> usize {
+        self.all().iter().filter(|c| c.key == key && c.attempt == attempt).count()
+    }
+    pub fn has(&self, key: &str, attempt: u32) -> bool {
+        self.count(key, attempt) > 0
+    }
+    pub fn position(&self, key: &str, attempt: u32) -> Option<usize> {
+        self.all().iter().position(|c| c.key == key && c.attempt == attempt)
+    }
+}
+
+/// A record handler that records the call, then answers with `decide`.
+pub fn recording(calls: &Calls, decide: impl Fn(&Record) -> Result<(), HandlerError> + Send + Sync + 'static) -> impl Handler {
+    let calls = calls.clone();
+    let decide = Arc::new(decide);
+    handler::record(move |r: Record| {
+        calls.push(&r);
+        let answer = decide(&r);
+        async move { answer }
+    })
+}
