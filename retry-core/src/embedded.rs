@@ -100,9 +100,11 @@ impl EmbeddedKafka {
         self.call(|reply| Command::TopicError { name: topic.to_owned(), fail, reply })
     }
 
-    /// Client settings that suit the mock cluster (fast group joins).
-    pub fn client_config() -> [(&'static str, &'static str); 2] {
-        [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "300")]
+    /// Consumer settings that suit the mock cluster: fast group joins, and short fetch
+    /// waits (the mock answers a waiting fetch only when `fetch.wait.max.ms` expires, not
+    /// when data arrives).
+    pub fn client_config() -> [(&'static str, &'static str); 3] {
+        [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "300"), ("fetch.wait.max.ms", "50")]
     }
 }
 

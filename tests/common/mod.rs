@@ -24,6 +24,10 @@ use retryable_topic::{EmbeddedKafka, Record, RuntimeBuilder};
 pub enum Capability {
     /// CreateTopics/DeleteTopics/DescribeConfigs (the MockCluster has no Admin API).
     Admin,
+    /// Making a topic unwritable and writable again: the embedded broker refuses it on
+    /// request, noida and Kafka delete and recreate it; tansu recreates a deleted topic on
+    /// the next produce, so it cannot.
+    DeleteTopic,
     /// Stopping and restarting the broker process from the test script.
     Restart,
 }
@@ -82,6 +86,7 @@ impl Broker {
     pub fn supports(&self, cap: Capability) -> bool {
         match cap {
             Capability::Admin => self.kind != Kind::Embedded,
+            Capability::DeleteTopic => self.kind != Kind::Tansu,
             Capability::Restart => std::env::var("RT_BROKER_RESTART").is_ok(),
         }
     }
@@ -94,6 +99,7 @@ impl Broker {
         }
         let why = match (cap, self.kind) {
             (Capability::Admin, Kind::Embedded) => "the embedded MockCluster has no Admin API",
+            (Capability::DeleteTopic, Kind::Tansu) => "tansu recreates a deleted topic on the next produce",
             (Capability::Restart, _) => "the broker is not restartable from this run (RT_BROKER_RESTART unset)",
             _ => "the broker lacks it",
         };
@@ -114,10 +120,10 @@ impl Broker {
         format!("{base}-{}-{n}-{}", std::process::id(), rand::random::<u32>())
     }
 
-    fn consumer_settings(&self) -> [(&'static str, &'static str); 2] {
+    fn consumer_settings(&self) -> Vec<(&'static str, &'static str)> {
         match self.kind {
-            Kind::Embedded => EmbeddedKafka::client_config(),
-            _ => [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")],
+            Kind::Embedded => EmbeddedKafka::client_config().to_vec(),
+            _ => vec![("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")],
         }
     }
 

