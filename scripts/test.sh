@@ -48,7 +48,8 @@ run_suite() {
   local name=$1; shift
   say "suite on $name"
   local start=$SECONDS
-  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" cargo test --workspace --all-features; then
+  local out="$ROOT/target/test-$name.log"
+  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" cargo test --workspace --all-features 2>&1 | tee "$out"; then
     RESULTS+=("$name: passed in $((SECONDS - start)) s")
     PASSED=$((PASSED + 1))
   else
@@ -63,7 +64,7 @@ install_brokers
 say "building"
 cargo build --workspace --all-targets --all-features
 mkdir -p target
-rm -f "$SKIP_LOG"
+rm -f "$SKIP_LOG" "$ROOT"/target/test-*.log
 
 run_suite embedded
 
@@ -89,5 +90,9 @@ if [[ -s "$SKIP_LOG" ]]; then
   echo "tests skipped for lack of a broker capability:"
   sort "$SKIP_LOG" | sed 's/^/  /'
 fi
-echo "suites: $PASSED passed, $FAILED failed"
+# Test counts over every run, from cargo's own result lines.
+counts=$(cat "$ROOT"/target/test-*.log | awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }')
+skipped=0; [[ -f "$SKIP_LOG" ]] && skipped=$(wc -l <"$SKIP_LOG")
+echo "broker runs: $PASSED passed, $FAILED failed"
+echo "tests: ${counts% *} passed, ${counts#* } failed, $skipped skipped"
 exit $(( FAILED > 0 ))
