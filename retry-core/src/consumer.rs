@@ -340,7 +340,11 @@ impl WorkerCtx {
                 }
             }
         }
-        record.set_retry(attempt, retry.clone());
+        if attempt == 1 {
+            record.set_first_attempt();
+        } else {
+            record.set_retry(attempt, retry.clone());
+        }
         let span = tracing::info_span!("record", listener = %listener.name(), topic = %self.topic, partition = self.partition, offset = msg.offset(), attempt);
         async {
             match self.call_handler(&record, attempt == 1).await {

@@ -94,6 +94,12 @@ impl Record {
         self.retry = retry;
     }
 
+    /// On a source topic every record is a first attempt, whatever headers it carries
+    /// (e.g. a record replayed from a DLT); the headers stay readable.
+    pub(crate) fn set_first_attempt(&mut self) {
+        self.attempt = 1;
+    }
+
     /// The topic the record was read from (a retry topic for retries).
     pub fn topic(&self) -> &str {
         &self.topic
@@ -138,7 +144,7 @@ impl Record {
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
-    /// The decoded retry headers, on a retry record.
+    /// The decoded retry headers, on a retry or DLT record.
     pub fn retry_headers(&self) -> Option<&RetryHeaders> {
         self.retry.as_ref()
     }

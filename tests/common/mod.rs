@@ -165,7 +165,10 @@ impl Broker {
                 }
                 let r = self.admin().create_topics([&t], &AdminOptions::new()).await.expect("create_topics");
                 for x in r {
-                    x.expect("topic created");
+                    match x {
+                        Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err(e) => panic!("create topic {name}: {e:?}"),
+                    }
                 }
             }
         }
