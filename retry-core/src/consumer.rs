@@ -49,6 +49,12 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// `ms` since the epoch as RFC 3339 (UTC, milliseconds), for logs.
+pub(crate) fn format_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 fn tpl(topic: &str, partition: i32) -> TopicPartitionList {
     let mut t = TopicPartitionList::new();
     t.add_partition(topic, partition);
@@ -102,6 +108,8 @@ impl Workers {
 pub(crate) struct ListenerContext {
     pub(crate) workers: Arc<Workers>,
     pub(crate) listener: String,
+    /// Partitions currently assigned.
+    pub(crate) assigned: Arc<AtomicUsize>,
 }
 
 impl ClientContext for ListenerContext {
@@ -122,12 +130,17 @@ impl ConsumerContext for ListenerContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
+                self.assigned.fetch_add(list.count(), Ordering::AcqRel);
                 tracing::info!(listener = %self.listener, partitions = list.count(), "partitions assigned");
                 if let Err(e) = consumer.resume(list) {
                     tracing::warn!(listener = %self.listener, error = %e, "could not clear pause state of assigned partitions");
                 }
             }
-            Rebalance::Revoke(list) => tracing::info!(listener = %self.listener, partitions = list.count(), "partitions revoked"),
+            Rebalance::Revoke(list) => {
+                let n = list.count();
+                let _ = self.assigned.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
+                tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
+            }
             Rebalance::Error(e) => tracing::warn!(listener = %self.listener, error = %e, "rebalance error"),
         }
     }
@@ -417,7 +430,7 @@ impl WorkerCtx {
                 let target = &source.retry[level];
                 let h = self.retry_headers(record, retry, next, due_at_ms, error.kind(), error);
                 let headers = headers::replace(record.headers(), &h);
-                tracing::info!(to = %target, next_attempt = next, due_in_ms = due_at_ms - failure.now_ms, %error, "retrying");
+                tracing::info!(to = %target, attempt = next, due_at = %format_ms(due_at_ms), due_in_ms = due_at_ms - failure.now_ms, %error, "retrying");
                 let out = Outgoing { topic: target, key: record.key(), payload: record.payload(), headers: &headers };
                 match self.shared.publisher.publish_until_acked(out, &self.cancel).await {
                     Some(_) => {

@@ -15,6 +15,7 @@
 //! the defaults, except `group.id` (the listener's) and `enable.auto.offset.store`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,13 +238,14 @@ impl Runtime {
         let mut consumers = Vec::new();
         for l in &self.listeners {
             let workers = Arc::new(Workers::default());
-            let ctx = ListenerContext { workers: Arc::clone(&workers), listener: l.name().to_owned() };
+            let assigned = Arc::new(AtomicUsize::new(0));
+            let ctx = ListenerContext { workers: Arc::clone(&workers), listener: l.name().to_owned(), assigned: Arc::clone(&assigned) };
             let c: ListenerConsumer = self
                 .consumer_config(l)
                 .to_client_config()
                 .create_with_context(ctx)
                 .map_err(|e| client_error("consumer", e))?;
-            consumers.push((l.clone(), Arc::new(c), workers));
+            consumers.push((l.clone(), Arc::new(c), workers, assigned));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
 
@@ -251,7 +253,9 @@ impl Runtime {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut metrics = Vec::new();
-        for (listener, consumer, workers) in consumers {
+        let mut assignments = Vec::new();
+        for (listener, consumer, workers, assigned) in consumers {
+            assignments.push(assigned);
             let topics = listener.topology().subscriptions();
             consumer
                 .subscribe(&topics)
@@ -268,7 +272,7 @@ impl Runtime {
                 let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
             }));
         }
-        Ok(RunningRuntime { shutdown, tasks, metrics, publisher })
+        Ok(RunningRuntime { shutdown, tasks, metrics, publisher, assignments })
     }
 
     /// Starts, runs until `signal` completes, then shuts down gracefully.
@@ -293,6 +297,7 @@ pub struct RunningRuntime {
     tasks: Vec<JoinHandle<()>>,
     metrics: Vec<(String, Arc<Metrics>)>,
     publisher: Arc<Publisher>,
+    assignments: Vec<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for RunningRuntime {
@@ -310,6 +315,20 @@ impl RunningRuntime {
     pub fn listener_metrics(&self, name: &str) -> Option<MetricsSnapshot> {
         self.metrics.iter().find(|(n, _)| n == name).map(|(_, m)| m.snapshot())
     }
+    /// Waits until every listener has joined its group and holds at least one partition;
+    /// `false` if that takes longer than `timeout`. Handy before producing in demos and
+    /// tests (records produced earlier are not lost either way).
+    pub async fn wait_for_assignment(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.assignments.iter().all(|a| a.load(Ordering::Acquire) > 0) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Stops: records in hand are finished (within the grace period), offsets committed,
     /// the group left, the producer flushed. Returns the final counters.
     pub async fn shutdown(self) -> MetricsSnapshot {
