@@ -83,12 +83,32 @@ start_broker() {
 # stop_broker KIND DATA_DIR PID: clean stop (SIGINT, as Ctrl-C) (noida loses acknowledged writes on kill -9).
 stop_broker() {
   local kind=$1 data=$2 pid=$3
-  if kill -0 "$pid" 2>/dev/null; then
+  if [[ "$kind" == noida ]]; then
+    # Also stops a server that a restart test started anew (its pid is not ours).
+    timeout 30 "$(noida_bin)" down --data-dir "$data" >/dev/null 2>&1 || true
+  fi
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
     kill -INT "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  wait "$pid" 2>/dev/null || true
+  [[ -z "$pid" ]] || wait "$pid" 2>/dev/null || true
+}
+
+# restart_broker KIND PORT DATA_DIR LOG: clean stop, then start again on the same port
+# and data, detached (used by the broker-restart test; noida keeps its data).
+restart_broker() {
+  local kind=$1 port=$2 data=$3 logfile=$4
+  [[ "$kind" == noida ]] || { log "restart: only noida keeps data across restarts"; return 1; }
+  "$(noida_bin)" down --data-dir "$data" >/dev/null 2>&1 || true
+  local deadline=$((SECONDS + 30))
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    (( SECONDS < deadline )) || { log "port $port still open after stop"; return 1; }
+    sleep 0.1
+  done
+  setsid "$(noida_bin)" start --only kafka --kafka-port "$port" --data-dir "$data" >>"$logfile" 2>&1 < /dev/null &
+  wait_port "$port" "$!"
+  log "noida restarted on 127.0.0.1:$port"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
@@ -100,6 +120,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
       start_broker "$2" "$port" "$BROKERS_DIR/data-$2-$port" "$BROKERS_DIR/$2-$port.log"
       echo "127.0.0.1:$port"
       ;;
-    *) echo "usage: $0 install | start noida|tansu" >&2; exit 2 ;;
+    restart) restart_broker "$2" "$3" "$4" "$5" ;;
+    *) echo "usage: $0 install | start noida|tansu | restart noida PORT DATA_DIR LOG" >&2; exit 2 ;;
   esac
 fi

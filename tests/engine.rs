@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::recorder::{recording, Calls};
+use common::recorder::{recorded_listener, recording, Calls};
 use common::{eventually, now_ms, Broker};
 use retryable_topic::headers::{names, FailureKind};
 use retryable_topic::{Backoff, DltStrategy, Error, HandlerError, Listener, RetryPolicy};
@@ -26,13 +26,7 @@ async fn a_failing_record_does_not_delay_the_records_after_it() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("orders"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = Listener::builder("orders")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(3, 2_000).build().unwrap())
-        .handler(recording(&calls, |r| if r.key_str() == Some("k3") && r.attempt() == 1 { fail("store down") } else { Ok(()) }))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("orders", &topic, &group, policy(3, 2_000).build().unwrap(), &calls, |r| if r.key_str() == Some("k3") && r.attempt() == 1 { fail("store down") } else { Ok(()) });
     broker.prepare(&listener, 1).await;
     let retry_topic = listener.topology().sources()[0].retry[0].clone();
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
@@ -66,13 +60,7 @@ async fn a_retry_is_never_handled_before_it_is_due() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("due"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = Listener::builder("due")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(4, 1_500).build().unwrap())
-        .handler(recording(&calls, |r| if r.attempt() < 4 { fail("not yet") } else { Ok(()) }))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("due", &topic, &group, policy(4, 1_500).build().unwrap(), &calls, |r| if r.attempt() < 4 { fail("not yet") } else { Ok(()) });
     broker.prepare(&listener, 1).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
@@ -105,13 +93,7 @@ async fn a_paused_retry_partition_does_not_hold_up_the_source_topic() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("flow"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = Listener::builder("flow")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(2, 4_000).build().unwrap())
-        .handler(recording(&calls, |r| if r.key_str() == Some("slow") && r.attempt() == 1 { fail("later") } else { Ok(()) }))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("flow", &topic, &group, policy(2, 4_000).build().unwrap(), &calls, |r| if r.key_str() == Some("slow") && r.attempt() == 1 { fail("later") } else { Ok(()) });
     broker.prepare(&listener, 2).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
@@ -138,13 +120,7 @@ async fn retry_headers_are_replaced_so_the_record_never_grows() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("size"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = Listener::builder("size")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(101, 1).build().unwrap())
-        .handler(recording(&calls, |_| fail("boom")))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("size", &topic, &group, policy(101, 1).build().unwrap(), &calls, |_| fail("boom"));
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
@@ -224,13 +200,7 @@ async fn no_dlt_drops_with_a_counter_and_moves_on() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("nodlt"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = Listener::builder("nodlt")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(2, 10).dlt(DltStrategy::NoDlt).build().unwrap())
-        .handler(recording(&calls, |r| if r.key_str() == Some("bad") { fail("never works") } else { Ok(()) }))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("nodlt", &topic, &group, policy(2, 10).dlt(DltStrategy::NoDlt).build().unwrap(), &calls, |r| if r.key_str() == Some("bad") { fail("never works") } else { Ok(()) });
     assert_eq!(listener.topology().sources()[0].dlt, None);
     broker.prepare(&listener, 1).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
@@ -268,13 +238,7 @@ async fn always_retry_on_error_keeps_publishing_to_the_dlt_until_it_works() {
     }
     let (topic, group) = (broker.unique("always"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = Listener::builder("always")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(1, 10).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap())
-        .handler(recording(&calls, |_| fail("poison")))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("always", &topic, &group, policy(1, 10).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap(), &calls, |_| fail("poison"));
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
     let running = broker
@@ -312,13 +276,7 @@ async fn fail_on_error_stops_the_partition_when_the_dlt_publish_fails() {
     let (topic, group) = (broker.unique("failon"), broker.unique("g"));
     let calls = Calls::default();
     let make = |calls: &Calls| {
-        Listener::builder("failon")
-            .topics([&topic])
-            .group(&group)
-            .policy(policy(1, 10).dlt(DltStrategy::FailOnError).build().unwrap())
-            .handler(recording(calls, |r| if r.key_str() == Some("poison") { Err(HandlerError::fatal("bad record")) } else { Ok(()) }))
-            .build()
-            .unwrap()
+        recorded_listener("failon", &topic, &group, policy(1, 10).dlt(DltStrategy::FailOnError).build().unwrap(), calls, |r| if r.key_str() == Some("poison") { Err(HandlerError::fatal("bad record")) } else { Ok(()) })
     };
     let listener = make(&calls);
     broker.prepare(&listener, 1).await;
@@ -427,13 +385,7 @@ async fn auto_create_makes_only_missing_retry_topics_and_never_touches_the_sourc
     let before = describe().await;
     assert!(before.iter().any(|(k, v)| k == "retention.ms" && v.as_deref() == Some("123456789")), "{before:?}");
     let calls = Calls::default();
-    let listener = Listener::builder("autocreate")
-        .topics([&topic])
-        .group(&group)
-        .policy(policy(3, 10).auto_create_topics(retryable_topic::TopicSpec::default()).build().unwrap())
-        .handler(recording(&calls, |r| if r.attempt() == 1 { fail("once") } else { Ok(()) }))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("autocreate", &topic, &group, policy(3, 10).auto_create_topics(retryable_topic::TopicSpec::default()).build().unwrap(), &calls, |r| if r.attempt() == 1 { fail("once") } else { Ok(()) });
     let retry = listener.topology().sources()[0].retry[0].clone();
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
     // An existing retry topic with another partition count is left as it is.
@@ -455,13 +407,7 @@ async fn a_rebalance_while_a_retry_is_paused_neither_loses_it_nor_handles_it_ear
     let (topic, group) = (broker.unique("rebalance"), broker.unique("g"));
     let calls = Calls::default();
     let make = |calls: &Calls| {
-        Listener::builder("rebalance")
-            .topics([&topic])
-            .group(&group)
-            .policy(policy(2, 5_000).build().unwrap())
-            .handler(recording(calls, |r| if r.attempt() == 1 && r.key_str().unwrap().starts_with("r") { fail("later") } else { Ok(()) }))
-            .build()
-            .unwrap()
+        recorded_listener("rebalance", &topic, &group, policy(2, 5_000).build().unwrap(), calls, |r| if r.attempt() == 1 && r.key_str().unwrap().starts_with("r") { fail("later") } else { Ok(()) })
     };
     let first = make(&calls);
     broker.prepare(&first, 2).await;

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 enum Command {
     CreateTopic { name: String, partitions: i32, reply: mpsc::Sender<Result<()>> },
     TopicError { name: String, fail: bool, reply: mpsc::Sender<Result<()>> },
+    BrokerUp { up: bool, reply: mpsc::Sender<Result<()>> },
     Stop,
 }
 
@@ -68,6 +69,10 @@ impl EmbeddedKafka {
                             let r = cluster.topic_error(&name, code).map_err(|e| Error::Embedded(e.to_string()));
                             let _ = reply.send(r);
                         }
+                        Command::BrokerUp { up, reply } => {
+                            let r = if up { cluster.broker_up(1) } else { cluster.broker_down(1) };
+                            let _ = reply.send(r.map_err(|e| Error::Embedded(e.to_string())));
+                        }
                         Command::Stop => break,
                     }
                 }
@@ -98,6 +103,12 @@ impl EmbeddedKafka {
     /// `fail` is true, to test how a program copes with a topic it cannot write.
     pub fn fail_topic(&self, topic: &str, fail: bool) -> Result<()> {
         self.call(|reply| Command::TopicError { name: topic.to_owned(), fail, reply })
+    }
+
+    /// Takes the broker down (connections refused and closed, data kept) or up again, to
+    /// test how a program rides out a broker restart.
+    pub fn set_broker_up(&self, up: bool) -> Result<()> {
+        self.call(|reply| Command::BrokerUp { up, reply })
     }
 
     /// Consumer settings that suit the mock cluster: fast group joins, and short fetch

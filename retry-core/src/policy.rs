@@ -172,11 +172,14 @@ impl RetryPolicy {
         Ok(Some(topics::dlt_topic(source, &self.dlt_suffix, group, self.group_naming)?))
     }
 
-    /// The furthest in the future a retry record may legitimately be due; a claimed due
-    /// time beyond `now + horizon` is treated as untrusted and clamped.
+    /// The furthest in the future a retry record may legitimately be due: the longest
+    /// delay with its jitter, plus that delay again as slack for clock skew (at least 1 s,
+    /// at most 60 s). A claimed due time beyond `now + horizon` is treated as untrusted and
+    /// clamped to it.
     pub fn due_horizon(&self) -> Duration {
         let max = self.backoff.max_delay();
-        max + max.mul_f64(self.jitter) + Duration::from_secs(60)
+        let slack = max.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        max + max.mul_f64(self.jitter) + slack
     }
 }
 
@@ -339,6 +342,17 @@ mod tests {
         assert_eq!(few.retry_topic_count(), 2);
         let none = RetryPolicy::builder().attempts(1).build().unwrap();
         assert!(none.retry_topics("t", "g").unwrap().is_empty());
+    }
+
+    #[test]
+    fn due_horizon_is_the_longest_delay_plus_bounded_slack() {
+        let h = |b: Backoff, j: f64| RetryPolicy::builder().backoff(b).jitter(j).build().unwrap().due_horizon();
+        let s = Duration::from_secs;
+        assert_eq!(h(Backoff::fixed(Duration::from_millis(10)), 0.0), Duration::from_millis(1010));
+        assert_eq!(h(Backoff::fixed(s(5)), 0.0), s(10));
+        assert_eq!(h(Backoff::fixed(s(5)), 0.5), Duration::from_millis(12_500));
+        assert_eq!(h(Backoff::fixed(s(300)), 0.0), s(360));
+        assert_eq!(h(Backoff::exponential(s(1), 2.0, s(30)), 0.0), s(60));
     }
 
     #[test]

@@ -34,16 +34,23 @@ use crate::publish::Publisher;
 
 /// Turns a client-creation failure into an error naming the offending setting.
 pub(crate) fn client_error(what: &str, e: KafkaError) -> Error {
-    if let KafkaError::ClientCreation(msg) = &e {
+    let (setting, msg) = match &e {
+        // Rejected by `rd_kafka_conf_set`: librdkafka names the key.
+        KafkaError::ClientConfig(_, desc, key, _value) => (key.clone(), desc.clone()),
         // librdkafka: `No such configuration property: "x"` / `Invalid value "v" for configuration property "x"`.
-        let setting = msg
-            .rsplit_once("property")
-            .map(|(_, rest)| rest.trim_start_matches(':').trim().trim_matches('"').to_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| what.to_owned());
-        return Error::Config(ConfigError::new(setting, msg.clone()));
-    }
-    Error::kafka(format!("creating the {what}"), e)
+        KafkaError::ClientCreation(msg) => {
+            let setting = msg
+                .rsplit_once("property")
+                .map(|(_, rest)| rest.trim_start_matches(':').trim().trim_matches('"').to_owned())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| what.to_owned());
+            (setting, msg.clone())
+        }
+        _ => return Error::kafka(format!("creating the {what}"), e),
+    };
+    // librdkafka may echo the offending value; never show it for a secret.
+    let reason = if crate::config::is_secret(&setting) { format!("invalid value for `{setting}` (value redacted)") } else { msg };
+    Error::Config(ConfigError::new(setting, reason))
 }
 
 /// Builder of [`Runtime`].
@@ -222,7 +229,7 @@ impl Runtime {
     }
 
     fn producer_config(&self) -> KafkaConfig {
-        let defaults: KafkaConfig = [("acks", "all"), ("message.timeout.ms", "30000"), ("linger.ms", "5")].into_iter().collect();
+        let defaults: KafkaConfig = [("acks", "all"), ("message.timeout.ms", "30000"), ("linger.ms", "0")].into_iter().collect();
         self.common.merged(&defaults).merged(&self.producer)
     }
 

@@ -87,7 +87,7 @@ impl Broker {
         match cap {
             Capability::Admin => self.kind != Kind::Embedded,
             Capability::DeleteTopic => self.kind != Kind::Tansu,
-            Capability::Restart => std::env::var("RT_BROKER_RESTART").is_ok(),
+            Capability::Restart => self.kind == Kind::Embedded || std::env::var("RT_BROKER_RESTART").is_ok_and(|c| !c.is_empty()),
         }
     }
 
@@ -100,6 +100,7 @@ impl Broker {
         let why = match (cap, self.kind) {
             (Capability::Admin, Kind::Embedded) => "the embedded MockCluster has no Admin API",
             (Capability::DeleteTopic, Kind::Tansu) => "tansu recreates a deleted topic on the next produce",
+            (Capability::Restart, Kind::Tansu) => "tansu keeps data in memory only: a restart loses every topic",
             (Capability::Restart, _) => "the broker is not restartable from this run (RT_BROKER_RESTART unset)",
             _ => "the broker lacks it",
         };
@@ -112,6 +113,23 @@ impl Broker {
             }
         }
         false
+    }
+
+    /// Stops the broker and starts it again, keeping its data: the embedded one goes down
+    /// for `down_for`; a real one runs `$RT_BROKER_RESTART` (a clean stop and start).
+    pub async fn restart(&self, down_for: Duration) {
+        match &self.embedded {
+            Some(e) => {
+                e.set_broker_up(false).unwrap();
+                tokio::time::sleep(down_for).await;
+                e.set_broker_up(true).unwrap();
+            }
+            None => {
+                let cmd = std::env::var("RT_BROKER_RESTART").expect("RT_BROKER_RESTART");
+                let status = tokio::process::Command::new("bash").arg("-c").arg(&cmd).status().await.expect("restart command runs");
+                assert!(status.success(), "`{cmd}` failed");
+            }
+        }
     }
 
     /// A name unique to this process and test.
@@ -218,6 +236,12 @@ impl Broker {
     /// Reads `topic` from the beginning until `n` records arrived (panics at the deadline,
     /// showing what did arrive).
     pub async fn read(&self, topic: &str, n: usize) -> Vec<Record> {
+        self.read_until(topic, Duration::from_secs(60), &format!("{n} records"), |out| out.len() >= n).await
+    }
+
+    /// Reads `topic` from the beginning until `done(records so far)` holds (panics at the
+    /// deadline, showing what did arrive).
+    pub async fn read_until(&self, topic: &str, within: Duration, what: &str, mut done: impl FnMut(&[Record]) -> bool) -> Vec<Record> {
         let consumer: StreamConsumer = self
             .client_config()
             .set("group.id", self.unique("reader"))
@@ -231,13 +255,13 @@ impl Broker {
         }
         consumer.assign(&tpl).unwrap();
         let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while out.len() < n {
+        let deadline = Instant::now() + within;
+        while !done(&out) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, consumer.recv()).await {
                 Ok(Ok(m)) => out.push(Record::from_message(&m)),
                 Ok(Err(e)) => eprintln!("reader: {e}"),
-                Err(_) => panic!("read {} of {n} records from {topic} within 60 s: {out:#?}", out.len()),
+                Err(_) => panic!("read {what} from {topic} within {within:?}; got {}: {out:#?}", out.len()),
             }
         }
         out
@@ -280,6 +304,19 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
             panic!("timed out after {within:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Records a figure of the reliability run: printed, and appended to `$RT_FIGURES_LOG`
+/// for the table that the test command prints at the end.
+pub fn figure(broker: &Broker, line: &str) {
+    let line = format!("{:?} {line}", broker.kind).to_lowercase();
+    eprintln!("FIGURE {line}");
+    if let Ok(path) = std::env::var("RT_FIGURES_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
     }
 }
 

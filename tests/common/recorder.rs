@@ -61,3 +61,16 @@ pub fn recording(calls: &Calls, decide: impl Fn(&Record) -> Result<(), HandlerEr
         async move { answer }
     })
 }
+
+/// A listener named `name` on `topic` for `group` with `policy`, whose handler records
+/// every call in `calls` and answers with `decide`.
+pub fn recorded_listener(
+    name: &str,
+    topic: &str,
+    group: &str,
+    policy: retryable_topic::RetryPolicy,
+    calls: &Calls,
+    decide: impl Fn(&Record) -> Result<(), HandlerError> + Send + Sync + 'static,
+) -> retryable_topic::Listener {
+    retryable_topic::Listener::builder(name).topics([topic]).group(group).policy(policy).handler(recording(calls, decide)).build().unwrap()
+}
