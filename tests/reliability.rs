@@ -3,6 +3,10 @@
 //! The crash soak runs consumers as separate processes (this test binary re-run in worker
 //! mode) and kills them with SIGKILL at random moments; every record must end up handled
 //! or in the DLT. Figures go to `$RT_FIGURES_LOG` for the table of the test command.
+//!
+//! Soak knobs: `RT_SOAK_RECORDS` (10,000), `RT_SOAK_KILLS` (10), `RT_SOAK_LOG` (the workers'
+//! `RUST_LOG`, `warn`), `RT_SOAK_DEBUG` (librdkafka `debug` contexts, e.g. `cgrp`). A failed
+//! soak keeps its ledger and the workers' log in the temp dir it prints.
 
 mod common;
 
