@@ -179,19 +179,41 @@ fn policy(p: &TokenStream, a: &RetryableArgs) -> TokenStream {
     quote!(#p::RetryPolicy::builder() #(#calls)* .build()?)
 }
 
-/// `#[retryable_topic]`.
-pub(crate) fn retryable_topic(args: TokenStream, item: TokenStream) -> TokenStream {
+/// Parses the annotated fn, its arguments (`parse_args`) and its signature, reporting every
+/// error at once; `Err` is the original fn with those errors, so the fn is still emitted.
+fn parse_handler<A>(item: TokenStream, what: &str, parse_args: impl FnOnce(&Ctxt) -> Option<A>) -> Result<(ItemFn, A, Payload), TokenStream> {
     let f: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
-        Err(e) => return with_error(item, syn::Error::new(e.span(), "#[retryable_topic] goes on an `async fn` handler")),
+        Err(e) => return Err(with_error(item, syn::Error::new(e.span(), format!("#[{what}] goes on an `async fn` handler")))),
     };
     let cx = Ctxt::new();
-    let parsed = attr::parse_retryable(&cx, args);
-    let payload = check::handler(&cx, &f, "retryable_topic");
+    let parsed = parse_args(&cx);
+    let payload = check::handler(&cx, &f, what);
     if let Err(e) = cx.check() {
-        return with_error(item, e);
+        return Err(with_error(item, e));
     }
-    let (Some(mut a), Some(payload)) = (parsed, payload) else { unreachable!("errors were reported above") };
+    let (Some(a), Some(payload)) = (parsed, payload) else { unreachable!("errors were reported above") };
+    Ok((f, a, payload))
+}
+
+/// The fn as written, the compile-time assertions on its signature, and the registration
+/// of the listener that `body` builds.
+fn emit(p: &TokenStream, f: &ItemFn, payload: &Payload, listener_name: &TokenStream, body: TokenStream, what: &str) -> TokenStream {
+    let checks = assertions(p, f, payload);
+    let reg = registration(p, f, listener_name, body, what);
+    quote! {
+        #f
+        #checks
+        #reg
+    }
+}
+
+/// `#[retryable_topic]`.
+pub(crate) fn retryable_topic(args: TokenStream, item: TokenStream) -> TokenStream {
+    let (f, mut a, payload) = match parse_handler(item, "retryable_topic", |cx| attr::parse_retryable(cx, args)) {
+        Ok(parsed) => parsed,
+        Err(tokens) => return tokens,
+    };
     let p = private(a.krate.take());
     let topics = &a.topics;
     let group = &a.group;
@@ -207,28 +229,15 @@ pub(crate) fn retryable_topic(args: TokenStream, item: TokenStream) -> TokenStre
             .handler(#handler)
             .build()
     };
-    let checks = assertions(&p, &f, &payload);
-    let reg = registration(&p, &f, &listener_name, body, "retryable_topic");
-    quote! {
-        #f
-        #checks
-        #reg
-    }
+    emit(&p, &f, &payload, &listener_name, body, "retryable_topic")
 }
 
 /// `#[dlt_handler]`.
 pub(crate) fn dlt_handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    let f: ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(e) => return with_error(item, syn::Error::new(e.span(), "#[dlt_handler] goes on an `async fn` handler")),
+    let (f, mut a, payload) = match parse_handler(item, "dlt_handler", |cx| attr::parse_dlt(cx, args)) {
+        Ok(parsed) => parsed,
+        Err(tokens) => return tokens,
     };
-    let cx = Ctxt::new();
-    let parsed = attr::parse_dlt(&cx, args);
-    let payload = check::handler(&cx, &f, "dlt_handler");
-    if let Err(e) = cx.check() {
-        return with_error(item, e);
-    }
-    let (Some(mut a), Some(payload)) = (parsed, payload) else { unreachable!("errors were reported above") };
     let p = private(a.krate.take());
     let source = &a.listener;
     let listener_name = listener_name(&f, a.name.as_ref());
@@ -236,13 +245,7 @@ pub(crate) fn dlt_handler(args: TokenStream, item: TokenStream) -> TokenStream {
     let body = quote_spanned! {source.span()=>
         #source::listener()?.dead_letter_listener(#listener_name)?.handler(#handler).build()
     };
-    let checks = assertions(&p, &f, &payload);
-    let reg = registration(&p, &f, &listener_name, body, "dlt_handler");
-    quote! {
-        #f
-        #checks
-        #reg
-    }
+    emit(&p, &f, &payload, &listener_name, body, "dlt_handler")
 }
 
 #[cfg(test)]
