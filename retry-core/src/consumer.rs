@@ -307,10 +307,10 @@ impl WorkerCtx {
 
     async fn process(&self, msg: &OwnedMessage) -> Flow {
         let listener = &self.shared.listener;
-        let mut record = Record::from_message(msg);
+        let (mut record, decoded) = Record::from_message_checked(msg);
         let (source, retry) = match listener.topology().role(&self.topic) {
             Some(Role::Source(s)) => (s, None),
-            Some(Role::Retry(s, _)) => match RetryHeaders::decode(record.headers()) {
+            Some(Role::Retry(s, _)) => match decoded {
                 Ok(Some(h)) => (s, Some(h)),
                 Ok(None) => {
                     tracing::warn!(topic = %self.topic, partition = self.partition, offset = msg.offset(),

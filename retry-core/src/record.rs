@@ -69,6 +69,12 @@ impl Record {
     /// Copies a client message (key, payload, headers, coordinates); readable retry
     /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
     pub fn from_message<M: Message>(m: &M) -> Self {
+        Self::from_message_checked(m).0
+    }
+
+    /// [`from_message`](Record::from_message), also returning what reading the retry
+    /// headers gave (they are decoded once), so that the runtime can act on an error.
+    pub(crate) fn from_message_checked<M: Message>(m: &M) -> (Self, Result<Option<RetryHeaders>, headers::HeaderError>) {
         let headers: Vec<(String, Option<Vec<u8>>)> = m
             .headers()
             .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
@@ -84,9 +90,10 @@ impl Record {
             attempt: 1,
             retry: None,
         };
-        let retry = RetryHeaders::decode(record.headers()).ok().flatten();
+        let decoded = RetryHeaders::decode(record.headers());
+        let retry = decoded.as_ref().ok().cloned().flatten();
         record.set_retry(retry.as_ref().map_or(1, |h| h.attempt), retry);
-        record
+        (record, decoded)
     }
 
     pub(crate) fn set_retry(&mut self, attempt: u32, retry: Option<RetryHeaders>) {
