@@ -36,7 +36,8 @@ fn row(what: &str, value: String, target: &str) {
 /// Header bytes of a record after `hops` republishes, replaced (ours) or appended (as
 /// Spring does).
 fn header_bytes(hops: u32, append: bool) -> usize {
-    let user: Vec<(String, Option<Vec<u8>>)> = vec![("traceparent".into(), Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec()))];
+    let user: Vec<(String, Option<Vec<u8>>)> =
+        vec![("traceparent".into(), Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec()))];
     let mut hs = user;
     for attempt in 2..=hops + 1 {
         let h = RetryHeaders {
@@ -125,7 +126,13 @@ async fn bare_consumer_secs(kafka: &EmbeddedKafka, topic: &str, n: u64) -> f64 {
 }
 
 /// Seconds the runtime takes to handle `n` records with `decide`, from its first call.
-async fn runtime_secs(kafka: &EmbeddedKafka, topic: &str, n: u64, backoff: Duration, decide: fn(&Record) -> Result<(), HandlerError>) -> (f64, Vec<(i64, i64)>) {
+async fn runtime_secs(
+    kafka: &EmbeddedKafka,
+    topic: &str,
+    n: u64,
+    backoff: Duration,
+    decide: fn(&Record) -> Result<(), HandlerError>,
+) -> (f64, Vec<(i64, i64)>) {
     let handled = Arc::new(AtomicU64::new(0));
     let first_call = Arc::new(Mutex::new(None::<Instant>));
     let lateness = Arc::new(Mutex::new(Vec::new()));
@@ -150,7 +157,8 @@ async fn runtime_secs(kafka: &EmbeddedKafka, topic: &str, n: u64, backoff: Durat
     for t in listener.topology().sources()[0].derived() {
         kafka.create_topic(t, 4).unwrap();
     }
-    let mut b = Runtime::builder().bootstrap_servers(kafka.bootstrap_servers()).consumer_set("auto.offset.reset", "earliest").listener(listener);
+    let mut b =
+        Runtime::builder().bootstrap_servers(kafka.bootstrap_servers()).consumer_set("auto.offset.reset", "earliest").listener(listener);
     for (k, v) in EmbeddedKafka::client_config() {
         b = b.consumer_set(k, v);
     }
@@ -165,7 +173,11 @@ async fn runtime_secs(kafka: &EmbeddedKafka, topic: &str, n: u64, backoff: Durat
 }
 
 fn fail_first(r: &Record) -> Result<(), HandlerError> {
-    if r.attempt() == 1 { Err(HandlerError::retryable("once")) } else { Ok(()) }
+    if r.attempt() == 1 {
+        Err(HandlerError::retryable("once"))
+    } else {
+        Ok(())
+    }
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -191,7 +203,11 @@ async fn main() {
     let (a2, a900) = (header_bytes(1, false), header_bytes(899, false));
     row("header bytes at attempt 900 / attempt 2 (replaced)", format!("{:.2} ({a900}/{a2})", a900 as f64 / a2 as f64), "= 1.00");
     let appended = header_bytes(899, true);
-    row("header bytes at attempt 900, appended as Spring does", format!("{appended}"), &format!("{:.0}x ours", appended as f64 / a900 as f64));
+    row(
+        "header bytes at attempt 900, appended as Spring does",
+        format!("{appended}"),
+        &format!("{:.0}x ours", appended as f64 / a900 as f64),
+    );
     row("decode + replace per hop", format!("{:.0} ns", hop_cost_ns(100_000)), "< 10 µs");
 
     let kafka = EmbeddedKafka::start().unwrap();
@@ -218,7 +234,11 @@ async fn main() {
     late.sort_unstable();
     let early = late.iter().filter(|l| **l < 0).count();
     row("retries handled before their due time", format!("{early} of {}", late.len()), "= 0");
-    row("lateness p50 / p99 / max (1 s delay)", format!("{} / {} / {} ms", percentile(&late, 0.5), percentile(&late, 0.99), late.last().unwrap()), "p99 < 250 ms");
+    row(
+        "lateness p50 / p99 / max (1 s delay)",
+        format!("{} / {} / {} ms", percentile(&late, 0.5), percentile(&late, 0.99), late.last().unwrap()),
+        "p99 < 250 ms",
+    );
     row("p99 lateness / delay", format!("{:.3}", percentile(&late, 0.99) as f64 / 1000.0), "< 0.25");
 
     row("peak resident memory (whole bench, broker included)", format!("{} MiB", status_kib("VmHWM:") / 1024), "");

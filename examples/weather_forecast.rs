@@ -161,12 +161,19 @@ async fn produce(producer: &FutureProducer) -> Result<usize, Box<dyn std::error:
         }
         match round {
             2 => send(producer, "Oslo", r#"{"city":"Oslo","conditions":"rain"}"#).await?, // no temperature, no issue time
-            4 => send(producer, "Atlantis", &serde_json::to_string(&WeatherForecast {
-                city: "Atlantis".into(),
-                temperature_c: 28.0,
-                conditions: "sunny".into(),
-                issued_at: now_ms(),
-            })?).await?,
+            4 => {
+                send(
+                    producer,
+                    "Atlantis",
+                    &serde_json::to_string(&WeatherForecast {
+                        city: "Atlantis".into(),
+                        temperature_c: 28.0,
+                        conditions: "sunny".into(),
+                        issued_at: now_ms(),
+                    })?,
+                )
+                .await?
+            }
             6 => send(producer, "Lima", "temperature=19").await?, // not JSON at all
             _ => continue,
         }
@@ -176,10 +183,7 @@ async fn produce(producer: &FutureProducer) -> Result<usize, Box<dyn std::error:
 }
 
 async fn send(producer: &FutureProducer, key: &str, json: &str) -> Result<(), Box<dyn std::error::Error>> {
-    producer
-        .send(FutureRecord::to(TOPIC).key(key).payload(json), Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)?;
+    producer.send(FutureRecord::to(TOPIC).key(key).payload(json), Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
     Ok(())
 }
 
@@ -208,7 +212,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_target(false)
         .compact()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=off,rdkafka=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=off,rdkafka=warn".into()),
+        )
         .init();
 
     let embedded = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
@@ -222,7 +228,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some(e)
         }
     };
-    let bootstrap = embedded.as_ref().map_or_else(|| std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap(), |e| e.bootstrap_servers().to_owned());
+    let bootstrap =
+        embedded.as_ref().map_or_else(|| std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap(), |e| e.bootstrap_servers().to_owned());
 
     let mut runtime = Runtime::builder().bootstrap_servers(&bootstrap).registered();
     if embedded.is_some() {
@@ -272,10 +279,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let running_metrics: Vec<(&str, retryable_topic::MetricsSnapshot)> = [store_name, alert_name, "dead-forecast"]
-        .into_iter()
-        .map(|n| (n, running.listener_metrics(n).unwrap_or_default()))
-        .collect();
+    let running_metrics: Vec<(&str, retryable_topic::MetricsSnapshot)> =
+        [store_name, alert_name, "dead-forecast"].into_iter().map(|n| (n, running.listener_metrics(n).unwrap_or_default())).collect();
     let totals = running.shutdown().await;
 
     let s = store();
@@ -288,7 +293,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("forecast store  {} stored · {} stale ignored", s.stored.load(Ordering::Relaxed), s.stale.load(Ordering::Relaxed));
     println!("final forecasts:");
     for (city, f) in s.latest.lock().unwrap().iter() {
-        println!("  {city:<8} {:>5.1} °C  {:<7} issued {}", f.temperature_c, f.conditions, humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(f.issued_at as u64)));
+        println!(
+            "  {city:<8} {:>5.1} °C  {:<7} issued {}",
+            f.temperature_c,
+            f.conditions,
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(f.issued_at as u64))
+        );
     }
     println!("elapsed: {:.1}s", started.elapsed().as_secs_f64());
     if !done {

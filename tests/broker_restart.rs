@@ -20,10 +20,21 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     }
     let (topic, group) = (broker.unique("restart"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("restart", &topic, &group, RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(300))).build().unwrap(), &calls, |r| {
+    let listener = recorded_listener(
+        "restart",
+        &topic,
+        &group,
+        RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(300))).build().unwrap(),
+        &calls,
+        |r| {
             let n: u64 = r.key_str().unwrap()[1..].parse().unwrap();
-            if n % 10 == 3 && r.attempt() == 1 { Err(HandlerError::retryable("transient")) } else { Ok(()) }
-        });
+            if n % 10 == 3 && r.attempt() == 1 {
+                Err(HandlerError::retryable("transient"))
+            } else {
+                Ok(())
+            }
+        },
+    );
     broker.prepare(&listener, 2).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
@@ -38,7 +49,8 @@ async fn a_broker_restart_mid_run_loses_nothing() {
         broker.produce(&producer, &topic, Some(&format!("k{n}")), Some(b"{}"), &[]).await;
     }
     let handled_all = || {
-        let done: HashSet<String> = calls.all().into_iter().filter(|c| c.key[1..].parse::<u64>().unwrap() % 10 != 3 || c.attempt == 2).map(|c| c.key).collect();
+        let done: HashSet<String> =
+            calls.all().into_iter().filter(|c| c.key[1..].parse::<u64>().unwrap() % 10 != 3 || c.attempt == 2).map(|c| c.key).collect();
         done.len() == total as usize
     };
     eventually(Duration::from_secs(120), "every record handled after the restart", handled_all).await;

@@ -26,7 +26,13 @@ async fn a_failing_record_does_not_delay_the_records_after_it() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("orders"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("orders", &topic, &group, policy(3, 2_000).build().unwrap(), &calls, |r| if r.key_str() == Some("k3") && r.attempt() == 1 { fail("store down") } else { Ok(()) });
+    let listener = recorded_listener("orders", &topic, &group, policy(3, 2_000).build().unwrap(), &calls, |r| {
+        if r.key_str() == Some("k3") && r.attempt() == 1 {
+            fail("store down")
+        } else {
+            Ok(())
+        }
+    });
     broker.prepare(&listener, 1).await;
     let retry_topic = listener.topology().sources()[0].retry[0].clone();
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
@@ -60,7 +66,13 @@ async fn a_retry_is_never_handled_before_it_is_due() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("due"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("due", &topic, &group, policy(4, 1_500).build().unwrap(), &calls, |r| if r.attempt() < 4 { fail("not yet") } else { Ok(()) });
+    let listener = recorded_listener("due", &topic, &group, policy(4, 1_500).build().unwrap(), &calls, |r| {
+        if r.attempt() < 4 {
+            fail("not yet")
+        } else {
+            Ok(())
+        }
+    });
     broker.prepare(&listener, 1).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
@@ -80,7 +92,13 @@ async fn a_retry_is_never_handled_before_it_is_due() {
     for k in ["a", "b"] {
         let tries = calls.of(k);
         for w in tries.windows(2) {
-            assert!(w[1].at_ms - w[0].at_ms >= 1_500, "{k}: attempts {} and {} only {} ms apart", w[0].attempt, w[1].attempt, w[1].at_ms - w[0].at_ms);
+            assert!(
+                w[1].at_ms - w[0].at_ms >= 1_500,
+                "{k}: attempts {} and {} only {} ms apart",
+                w[0].attempt,
+                w[1].attempt,
+                w[1].at_ms - w[0].at_ms
+            );
         }
     }
     eprintln!("latest handling after the due time: {worst_late} ms");
@@ -93,7 +111,13 @@ async fn a_paused_retry_partition_does_not_hold_up_the_source_topic() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("flow"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("flow", &topic, &group, policy(2, 4_000).build().unwrap(), &calls, |r| if r.key_str() == Some("slow") && r.attempt() == 1 { fail("later") } else { Ok(()) });
+    let listener = recorded_listener("flow", &topic, &group, policy(2, 4_000).build().unwrap(), &calls, |r| {
+        if r.key_str() == Some("slow") && r.attempt() == 1 {
+            fail("later")
+        } else {
+            Ok(())
+        }
+    });
     broker.prepare(&listener, 2).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
@@ -126,7 +150,13 @@ async fn retry_headers_are_replaced_so_the_record_never_grows() {
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
     let (_, offset) = broker
-        .produce(&producer, &topic, Some("k"), Some(br#"{"city":"Oslo"}"#), &[("trace-id", Some(b"t-1")), ("retry_topic-attempts", Some(&[0, 0, 0, 1])), ("empty", None)])
+        .produce(
+            &producer,
+            &topic,
+            Some("k"),
+            Some(br#"{"city":"Oslo"}"#),
+            &[("trace-id", Some(b"t-1")), ("retry_topic-attempts", Some(&[0, 0, 0, 1])), ("empty", None)],
+        )
         .await;
     eventually(Duration::from_secs(120), "record dead-lettered after 101 attempts", || running.metrics().dead_lettered == 1).await;
     let calls = calls.of("k");
@@ -138,12 +168,22 @@ async fn retry_headers_are_replaced_so_the_record_never_grows() {
     eprintln!("record size: attempt 1 {} bytes, attempts 2..=101 {size_at_2} bytes", calls[0].size);
     let last = &calls[100].record;
     let user: Vec<_> = last.user_headers().map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec))).collect();
-    assert_eq!(user, [("trace-id".to_owned(), Some(b"t-1".to_vec())), ("retry_topic-attempts".to_owned(), Some(vec![0, 0, 0, 1])), ("empty".to_owned(), None)]);
+    assert_eq!(
+        user,
+        [
+            ("trace-id".to_owned(), Some(b"t-1".to_vec())),
+            ("retry_topic-attempts".to_owned(), Some(vec![0, 0, 0, 1])),
+            ("empty".to_owned(), None)
+        ]
+    );
     assert_eq!(last.headers().filter(|(n, _)| *n == names::ATTEMPT).count(), 1);
 
     let dead = &broker.read(&dlt, 1).await[0];
     let h = dead.retry_headers().unwrap();
-    assert_eq!((h.attempt, h.error_kind, h.original_topic.as_str(), h.original_offset), (101, FailureKind::Exhausted, topic.as_str(), offset));
+    assert_eq!(
+        (h.attempt, h.error_kind, h.original_topic.as_str(), h.original_offset),
+        (101, FailureKind::Exhausted, topic.as_str(), offset)
+    );
     assert_eq!(h.error, "boom");
     assert_eq!(dead.payload(), Some(&br#"{"city":"Oslo"}"#[..]));
     assert_eq!(dead.user_headers().count(), 3);
@@ -167,7 +207,13 @@ async fn fatal_and_undeserializable_records_go_straight_to_the_dlt() {
         .policy(policy(5, 10).build().unwrap())
         .handler(retryable_topic::handler::json(move |f: Forecast| {
             s2.lock().unwrap().push(f.city.clone());
-            async move { if f.city == "Atlantis" { Err(HandlerError::fatal("no such city")) } else { Ok(()) } }
+            async move {
+                if f.city == "Atlantis" {
+                    Err(HandlerError::fatal("no such city"))
+                } else {
+                    Ok(())
+                }
+            }
         }))
         .build()
         .unwrap();
@@ -184,7 +230,12 @@ async fn fatal_and_undeserializable_records_go_straight_to_the_dlt() {
     let kinds: Vec<_> = dead.iter().map(|r| (r.key_str().unwrap().to_owned(), r.retry_headers().unwrap().error_kind)).collect();
     assert_eq!(
         kinds,
-        [("1".into(), FailureKind::Fatal), ("2".into(), FailureKind::Decode), ("3".into(), FailureKind::Decode), ("4".into(), FailureKind::Decode)]
+        [
+            ("1".into(), FailureKind::Fatal),
+            ("2".into(), FailureKind::Decode),
+            ("3".into(), FailureKind::Decode),
+            ("4".into(), FailureKind::Decode)
+        ]
     );
     assert!(dead[1].retry_headers().unwrap().error.contains("expected"), "{:?}", dead[1].retry_headers());
     assert!(dead[3].retry_headers().unwrap().error.contains("tombstone"));
@@ -200,7 +251,13 @@ async fn no_dlt_drops_with_a_counter_and_moves_on() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("nodlt"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("nodlt", &topic, &group, policy(2, 10).dlt(DltStrategy::NoDlt).build().unwrap(), &calls, |r| if r.key_str() == Some("bad") { fail("never works") } else { Ok(()) });
+    let listener = recorded_listener("nodlt", &topic, &group, policy(2, 10).dlt(DltStrategy::NoDlt).build().unwrap(), &calls, |r| {
+        if r.key_str() == Some("bad") {
+            fail("never works")
+        } else {
+            Ok(())
+        }
+    });
     assert_eq!(listener.topology().sources()[0].dlt, None);
     broker.prepare(&listener, 1).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
@@ -238,7 +295,10 @@ async fn always_retry_on_error_keeps_publishing_to_the_dlt_until_it_works() {
     }
     let (topic, group) = (broker.unique("always"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("always", &topic, &group, policy(1, 10).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap(), &calls, |_| fail("poison"));
+    let listener =
+        recorded_listener("always", &topic, &group, policy(1, 10).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap(), &calls, |_| {
+            fail("poison")
+        });
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
     let running = broker
@@ -276,7 +336,13 @@ async fn fail_on_error_stops_the_partition_when_the_dlt_publish_fails() {
     let (topic, group) = (broker.unique("failon"), broker.unique("g"));
     let calls = Calls::default();
     let make = |calls: &Calls| {
-        recorded_listener("failon", &topic, &group, policy(1, 10).dlt(DltStrategy::FailOnError).build().unwrap(), calls, |r| if r.key_str() == Some("poison") { Err(HandlerError::fatal("bad record")) } else { Ok(()) })
+        recorded_listener("failon", &topic, &group, policy(1, 10).dlt(DltStrategy::FailOnError).build().unwrap(), calls, |r| {
+            if r.key_str() == Some("poison") {
+                Err(HandlerError::fatal("bad record"))
+            } else {
+                Ok(())
+            }
+        })
     };
     let listener = make(&calls);
     broker.prepare(&listener, 1).await;
@@ -307,14 +373,8 @@ async fn fail_on_error_stops_the_partition_when_the_dlt_publish_fails() {
 async fn missing_topics_are_a_clear_startup_error() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("missing"), broker.unique("g"));
-    let make = || {
-        Listener::builder("missing")
-            .topics([&topic])
-            .group(&group)
-            .handler(recording(&Calls::default(), |_| Ok(())))
-            .build()
-            .unwrap()
-    };
+    let make =
+        || Listener::builder("missing").topics([&topic]).group(&group).handler(recording(&Calls::default(), |_| Ok(()))).build().unwrap();
     match broker.runtime().listener(make()).build().unwrap().start().await {
         Err(Error::UnknownTopic { topic: t, .. }) => assert_eq!(t, topic),
         other => panic!("expected UnknownTopic, got {other:?}"),
@@ -385,7 +445,14 @@ async fn auto_create_makes_only_missing_retry_topics_and_never_touches_the_sourc
     let before = describe().await;
     assert!(before.iter().any(|(k, v)| k == "retention.ms" && v.as_deref() == Some("123456789")), "{before:?}");
     let calls = Calls::default();
-    let listener = recorded_listener("autocreate", &topic, &group, policy(3, 10).auto_create_topics(retryable_topic::TopicSpec::default()).build().unwrap(), &calls, |r| if r.attempt() == 1 { fail("once") } else { Ok(()) });
+    let listener = recorded_listener(
+        "autocreate",
+        &topic,
+        &group,
+        policy(3, 10).auto_create_topics(retryable_topic::TopicSpec::default()).build().unwrap(),
+        &calls,
+        |r| if r.attempt() == 1 { fail("once") } else { Ok(()) },
+    );
     let retry = listener.topology().sources()[0].retry[0].clone();
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
     // An existing retry topic with another partition count is left as it is.
@@ -407,7 +474,13 @@ async fn a_rebalance_while_a_retry_is_paused_neither_loses_it_nor_handles_it_ear
     let (topic, group) = (broker.unique("rebalance"), broker.unique("g"));
     let calls = Calls::default();
     let make = |calls: &Calls| {
-        recorded_listener("rebalance", &topic, &group, policy(2, 5_000).build().unwrap(), calls, |r| if r.attempt() == 1 && r.key_str().unwrap().starts_with("r") { fail("later") } else { Ok(()) })
+        recorded_listener("rebalance", &topic, &group, policy(2, 5_000).build().unwrap(), calls, |r| {
+            if r.attempt() == 1 && r.key_str().unwrap().starts_with("r") {
+                fail("later")
+            } else {
+                Ok(())
+            }
+        })
     };
     let first = make(&calls);
     broker.prepare(&first, 2).await;

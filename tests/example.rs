@@ -14,7 +14,8 @@ fn the_weather_forecast_example_runs_and_summarises() {
         .status()
         .expect("cargo build --example");
     assert!(built.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), Into::into);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), Into::into);
     let exe = target.join("debug/examples/weather_forecast");
     let mut child = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("example starts");
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -75,7 +75,8 @@ async fn annotated_handlers_run_end_to_end() {
     let garbage = format!("not json {run}");
     broker.produce(&producer, "macro-e2e-forecasts", Some("garbage"), Some(garbage.as_bytes()), &[]).await;
 
-    eventually(Duration::from_secs(60), "three records dead-lettered and read by the DLT handler", || dead().lock().unwrap().len() == 3).await;
+    eventually(Duration::from_secs(60), "three records dead-lettered and read by the DLT handler", || dead().lock().unwrap().len() == 3)
+        .await;
     let m = running.shutdown().await;
     let c = calls().lock().unwrap().clone();
     assert_eq!((c["Oslo"], c["Lima"], c["Flaky"], c["Nowhere"], c["Stubborn"]), (1, 1, 2, 1, 3), "{c:?}");
@@ -91,7 +92,11 @@ async fn annotated_handlers_run_end_to_end() {
     reasons.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         reasons,
-        [("Nowhere".into(), FailureKind::Fatal, 1), ("Stubborn".into(), FailureKind::Exhausted, 3), ("garbage".into(), FailureKind::Decode, 1)]
+        [
+            ("Nowhere".into(), FailureKind::Fatal, 1),
+            ("Stubborn".into(), FailureKind::Exhausted, 3),
+            ("garbage".into(), FailureKind::Decode, 1)
+        ]
     );
     assert!(m.processed >= 3 + 3, "{m}");
 }

@@ -43,7 +43,11 @@ fn soak_listener(topic: &str, group: &str, ledger: Option<std::path::PathBuf>) -
         .handler(handler::record(move |r: Record| {
             let file = file.clone();
             async move {
-                let n: u64 = r.key_str().and_then(|k| k.strip_prefix('k')).and_then(|k| k.parse().ok()).ok_or_else(|| HandlerError::fatal("bad key"))?;
+                let n: u64 = r
+                    .key_str()
+                    .and_then(|k| k.strip_prefix('k'))
+                    .and_then(|k| k.parse().ok())
+                    .ok_or_else(|| HandlerError::fatal("bad key"))?;
                 match class(n) {
                     "poison" => return Err(HandlerError::retryable("poison")),
                     "transient" if r.attempt() == 1 => return Err(HandlerError::retryable("transient")),
@@ -69,12 +73,16 @@ fn soak_listener(topic: &str, group: &str, ledger: Option<std::path::PathBuf>) -
 fn soak_worker() {
     let cfg = std::env::var("RT_SOAK_WORKER").expect("spawned by the soak");
     common::init_tracing();
-    let [bootstrap, topic, group, ledger, embedded, ready, instance]: [&str; 7] = cfg.split('|').collect::<Vec<_>>().try_into().expect("7 fields");
+    let [bootstrap, topic, group, ledger, embedded, ready, instance]: [&str; 7] =
+        cfg.split('|').collect::<Vec<_>>().try_into().expect("7 fields");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let mut b = Runtime::builder().bootstrap_servers(bootstrap).listener(soak_listener(topic, group, Some(ledger.into())));
-        let settings: Vec<(&str, &str)> =
-            if embedded == "1" { EmbeddedKafka::client_config().to_vec() } else { vec![("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")] };
+        let settings: Vec<(&str, &str)> = if embedded == "1" {
+            EmbeddedKafka::client_config().to_vec()
+        } else {
+            vec![("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")]
+        };
         // A member killed in the middle of a group join holds the next join for up to
         // `max.poll.interval.ms` (the rebalance timeout, 5 min by default). The runtime polls
         // all the time, whatever its handlers do, so a short one is safe.
@@ -89,7 +97,12 @@ fn soak_worker() {
         let running = b.build().unwrap().start().await.unwrap();
         if running.wait_for_assignment(Duration::from_secs(120)).await {
             // Tells the soak this worker holds its partitions (one line per worker).
-            std::fs::OpenOptions::new().create(true).append(true).open(ready).and_then(|mut f| f.write_all(b"ready\n")).expect("ready file");
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ready)
+                .and_then(|mut f| f.write_all(b"ready\n"))
+                .expect("ready file");
         }
         term.recv().await;
         let m = running.shutdown().await;
@@ -164,7 +177,11 @@ async fn crash_soak_loses_nothing() {
                 let (producer, t) = (&producer, &t);
                 async move {
                     let key = format!("k{n}");
-                    producer.send(rdkafka::producer::FutureRecord::to(t).key(&key).payload("{}"), Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce");
+                    producer
+                        .send(rdkafka::producer::FutureRecord::to(t).key(&key).payload("{}"), Duration::from_secs(30))
+                        .await
+                        .map_err(|(e, _)| e)
+                        .expect("produce");
                 }
             });
             futures::future::join_all(sends).await;
@@ -254,7 +271,14 @@ async fn members_joining_and_leaving_never_strand_a_paused_partition() {
     let (topic, group) = (broker.unique("churn"), broker.unique("g"));
     let calls = Calls::default();
     let make = |calls: &Calls| {
-        recorded_listener("churn", &topic, &group, RetryPolicy::builder().attempts(2).backoff(Backoff::fixed(Duration::from_secs(4))).build().unwrap(), calls, |r| if r.attempt() == 1 { Err(HandlerError::retryable("later")) } else { Ok(()) })
+        recorded_listener(
+            "churn",
+            &topic,
+            &group,
+            RetryPolicy::builder().attempts(2).backoff(Backoff::fixed(Duration::from_secs(4))).build().unwrap(),
+            calls,
+            |r| if r.attempt() == 1 { Err(HandlerError::retryable("later")) } else { Ok(()) },
+        )
     };
     let l = make(&calls);
     broker.prepare(&l, 3).await;
@@ -292,7 +316,14 @@ async fn bench(partitions: i32, retry_partitions: i32, backoff_ms: u64, decide: 
     let broker = Broker::get();
     let (topic, group) = (broker.unique("bad"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("bad", &topic, &group, RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(backoff_ms))).build().unwrap(), &calls, decide);
+    let listener = recorded_listener(
+        "bad",
+        &topic,
+        &group,
+        RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(backoff_ms))).build().unwrap(),
+        &calls,
+        decide,
+    );
     let s = &listener.topology().sources()[0];
     let (retry, dlt) = (s.retry[0].clone(), s.dlt.clone().unwrap());
     broker.create_topic(&topic, partitions).await;
@@ -303,7 +334,11 @@ async fn bench(partitions: i32, retry_partitions: i32, backoff_ms: u64, decide: 
 }
 
 fn fail_first(r: &Record) -> Result<(), HandlerError> {
-    if r.attempt() == 1 { Err(HandlerError::retryable("once")) } else { Ok(()) }
+    if r.attempt() == 1 {
+        Err(HandlerError::retryable("once"))
+    } else {
+        Ok(())
+    }
 }
 
 fn always_ok(_: &Record) -> Result<(), HandlerError> {
@@ -571,7 +606,14 @@ fn secrets_never_reach_the_logs() {
                 .set("sasl.username", "alice")
                 .set("sasl.password", "hunter2")
                 .set("sasl.jaas.config", "password=\"hunter2\"")
-                .listener(Listener::builder("secret").topics(["missing-topic-for-secrets"]).group("g").handler(recording(&Calls::default(), always_ok)).build().unwrap())
+                .listener(
+                    Listener::builder("secret")
+                        .topics(["missing-topic-for-secrets"])
+                        .group("g")
+                        .handler(recording(&Calls::default(), always_ok))
+                        .build()
+                        .unwrap(),
+                )
                 .build()
                 .unwrap();
             let shown = format!("{runtime:?} {}", runtime.config());

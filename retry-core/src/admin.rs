@@ -23,17 +23,9 @@ pub fn topic_partitions(config: &KafkaConfig, timeout: Duration) -> Result<HashM
         .create()
         .map_err(|e| crate::runtime::client_error("metadata client", e))?;
     let md = consumer.fetch_metadata(None, timeout).map_err(|e| {
-        Error::kafka(
-            format!("fetching metadata from `{}` (is the broker reachable?)", config.get("bootstrap.servers").unwrap_or("?")),
-            e,
-        )
+        Error::kafka(format!("fetching metadata from `{}` (is the broker reachable?)", config.get("bootstrap.servers").unwrap_or("?")), e)
     })?;
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| (t.name().to_owned(), t.partitions().len()))
-        .collect())
+    Ok(md.topics().iter().filter(|t| t.error().is_none()).map(|t| (t.name().to_owned(), t.partitions().len())).collect())
 }
 
 /// Checks every listener's topics; creates missing retry/DLT topics where its policy allows.
@@ -57,10 +49,7 @@ pub(crate) async fn ensure_topics(config: &KafkaConfig, listeners: &[Listener], 
         }
         match l.policy().auto_create() {
             None => {
-                return Err(Error::MissingTopics {
-                    listener: l.name().to_owned(),
-                    topics: missing.into_iter().map(|(t, _)| t).collect(),
-                })
+                return Err(Error::MissingTopics { listener: l.name().to_owned(), topics: missing.into_iter().map(|(t, _)| t).collect() })
             }
             Some(spec) => to_create.extend(missing.into_iter().map(|(t, n)| {
                 let partitions = spec.partitions.unwrap_or(i32::try_from(n).unwrap_or(1).max(1));

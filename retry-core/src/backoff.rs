@@ -69,9 +69,7 @@ impl Backoff {
                     Duration::from_secs_f64(secs).min(max)
                 }
             }
-            Backoff::Linear { initial, step, max } => {
-                step.checked_mul(n).and_then(|s| s.checked_add(initial)).map_or(max, |d| d.min(max))
-            }
+            Backoff::Linear { initial, step, max } => step.checked_mul(n).and_then(|s| s.checked_add(initial)).map_or(max, |d| d.min(max)),
         }
     }
 
@@ -79,9 +77,7 @@ impl Backoff {
     pub fn max_delay(&self) -> Duration {
         match *self {
             Backoff::Fixed(d) => d,
-            Backoff::Exponential { initial, max, .. } | Backoff::Linear { initial, max, .. } => {
-                initial.max(max)
-            }
+            Backoff::Exponential { initial, max, .. } | Backoff::Linear { initial, max, .. } => initial.max(max),
         }
     }
 
@@ -92,12 +88,8 @@ impl Backoff {
             Backoff::Exponential { multiplier, .. } if !(multiplier >= 1.0 && multiplier.is_finite()) => {
                 Err(format!("backoff multiplier must be a finite number ≥ 1.0, got {multiplier}"))
             }
-            Backoff::Exponential { initial, max, .. } | Backoff::Linear { initial, max, .. }
-                if max < initial =>
-            {
-                Err(format!(
-                    "backoff max delay ({max:?}) must not be shorter than the initial delay ({initial:?})"
-                ))
+            Backoff::Exponential { initial, max, .. } | Backoff::Linear { initial, max, .. } if max < initial => {
+                Err(format!("backoff max delay ({max:?}) must not be shorter than the initial delay ({initial:?})"))
             }
             _ => Ok(()),
         }

@@ -45,10 +45,7 @@ impl KafkaConfig {
     }
     /// The settings, secrets masked as `[redacted]`.
     pub fn redacted(&self) -> Vec<(String, String)> {
-        self.entries
-            .iter()
-            .map(|(k, v)| (k.clone(), if is_secret(k) { "[redacted]".to_owned() } else { v.clone() }))
-            .collect()
+        self.entries.iter().map(|(k, v)| (k.clone(), if is_secret(k) { "[redacted]".to_owned() } else { v.clone() })).collect()
     }
     pub(crate) fn to_client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();

@@ -401,7 +401,15 @@ impl WorkerCtx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn retry_headers(&self, record: &Record, retry: Option<&RetryHeaders>, attempt: u32, due_at_ms: i64, kind: FailureKind, error: &HandlerError) -> RetryHeaders {
+    fn retry_headers(
+        &self,
+        record: &Record,
+        retry: Option<&RetryHeaders>,
+        attempt: u32,
+        due_at_ms: i64,
+        kind: FailureKind,
+        error: &HandlerError,
+    ) -> RetryHeaders {
         let now = now_ms();
         RetryHeaders {
             attempt,
@@ -417,14 +425,18 @@ impl WorkerCtx {
         }
     }
 
-    async fn after_failure(&self, msg: &OwnedMessage, record: &Record, source: &SourceTopics, retry: Option<&RetryHeaders>, attempt: u32, error: &HandlerError) -> Flow {
+    async fn after_failure(
+        &self,
+        msg: &OwnedMessage,
+        record: &Record,
+        source: &SourceTopics,
+        retry: Option<&RetryHeaders>,
+        attempt: u32,
+        error: &HandlerError,
+    ) -> Flow {
         let policy = self.shared.listener.policy();
-        let failure = Failure {
-            kind: error.kind(),
-            attempt,
-            first_failure_ms: retry.map_or_else(now_ms, |h| h.first_failure_ms),
-            now_ms: now_ms(),
-        };
+        let failure =
+            Failure { kind: error.kind(), attempt, first_failure_ms: retry.map_or_else(now_ms, |h| h.first_failure_ms), now_ms: now_ms() };
         match decision::after_failure(policy, &failure, rand::random::<f64>()) {
             Next::Retry { attempt: next, due_at_ms, level } => {
                 let target = &source.retry[level];
@@ -446,7 +458,16 @@ impl WorkerCtx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn give_up(&self, msg: &OwnedMessage, record: &Record, source: &SourceTopics, retry: Option<&RetryHeaders>, kind: FailureKind, error: &HandlerError, attempt: u32) -> Flow {
+    async fn give_up(
+        &self,
+        msg: &OwnedMessage,
+        record: &Record,
+        source: &SourceTopics,
+        retry: Option<&RetryHeaders>,
+        kind: FailureKind,
+        error: &HandlerError,
+        attempt: u32,
+    ) -> Flow {
         let strategy = self.shared.listener.policy().dlt();
         let Some(dlt) = source.dlt.as_deref().filter(|_| strategy != DltStrategy::NoDlt) else {
             self.shared.metrics.inc_dropped();

@@ -163,7 +163,8 @@ mod tests {
             .timeout(Duration::from_secs(25))
             .build()
             .unwrap();
-        let at = |elapsed_s: i64| Failure { kind: FailureKind::Retryable, attempt: 2, first_failure_ms: NOW, now_ms: NOW + elapsed_s * 1000 };
+        let at =
+            |elapsed_s: i64| Failure { kind: FailureKind::Retryable, attempt: 2, first_failure_ms: NOW, now_ms: NOW + elapsed_s * 1000 };
         assert!(matches!(after_failure(&p, &at(10), 0.5), Next::Retry { .. }));
         assert_eq!(after_failure(&p, &at(20), 0.5), Next::GiveUp(FailureKind::TimedOut));
     }

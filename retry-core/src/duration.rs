@@ -36,17 +36,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::new(input, "it is empty"));
     }
     if text.starts_with('P') {
-        let iso = iso8601_duration::Duration::parse(text)
-            .map_err(|_| DurationError::new(input, "not a valid ISO-8601 duration"))?;
+        let iso = iso8601_duration::Duration::parse(text).map_err(|_| DurationError::new(input, "not a valid ISO-8601 duration"))?;
         if iso.year != 0.0 || iso.month != 0.0 {
             return Err(DurationError::new(input, "years and months have no fixed length"));
         }
-        let secs = f64::from(iso.day) * 86_400.0
-            + f64::from(iso.hour) * 3_600.0
-            + f64::from(iso.minute) * 60.0
-            + f64::from(iso.second);
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| DurationError::new(input, "out of range"));
+        let secs = f64::from(iso.day) * 86_400.0 + f64::from(iso.hour) * 3_600.0 + f64::from(iso.minute) * 60.0 + f64::from(iso.second);
+        return Duration::try_from_secs_f64(secs).map_err(|_| DurationError::new(input, "out of range"));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DurationError::new(input, "a unit is missing"));

@@ -200,14 +200,10 @@ impl RetryHeaders {
             }
         };
         fn fixed<const N: usize>(header: &'static str, v: &[u8]) -> Result<[u8; N], HeaderError> {
-            v.try_into().map_err(|_| HeaderError {
-                header,
-                problem: format!("must be {N} bytes (big-endian), got {}", v.len()),
-            })
+            v.try_into().map_err(|_| HeaderError { header, problem: format!("must be {N} bytes (big-endian), got {}", v.len()) })
         }
         let text = |header: &'static str| -> Result<String, HeaderError> {
-            String::from_utf8(get(header)?.to_vec())
-                .map_err(|_| HeaderError { header, problem: "is not UTF-8".into() })
+            String::from_utf8(get(header)?.to_vec()).map_err(|_| HeaderError { header, problem: "is not UTF-8".into() })
         };
 
         let version = fixed::<1>(names::VERSION, get(names::VERSION)?)?[0];
@@ -219,10 +215,8 @@ impl RetryHeaders {
         }
         let attempt = u32::from_be_bytes(fixed(names::ATTEMPT, get(names::ATTEMPT)?)?);
         let kind_text = text(names::ERROR_KIND)?;
-        let error_kind = FailureKind::parse(&kind_text).ok_or_else(|| HeaderError {
-            header: names::ERROR_KIND,
-            problem: format!("has unknown value {kind_text:?}"),
-        })?;
+        let error_kind = FailureKind::parse(&kind_text)
+            .ok_or_else(|| HeaderError { header: names::ERROR_KIND, problem: format!("has unknown value {kind_text:?}") })?;
         let timestamp = i64::from_be_bytes(fixed(names::ORIGINAL_TIMESTAMP, get(names::ORIGINAL_TIMESTAMP)?)?);
         Ok(Some(RetryHeaders {
             attempt,
@@ -341,9 +335,7 @@ mod tests {
     fn error_text_is_bounded_on_a_char_boundary() {
         let mut h = sample();
         h.error = "é".repeat(1000);
-        let decoded = RetryHeaders::decode(h.encode().iter().map(|(n, v)| (*n, Some(v.as_slice()))))
-            .unwrap()
-            .unwrap();
+        let decoded = RetryHeaders::decode(h.encode().iter().map(|(n, v)| (*n, Some(v.as_slice())))).unwrap().unwrap();
         assert!(decoded.error.len() <= MAX_ERROR_BYTES);
         assert_eq!(decoded.error, "é".repeat(MAX_ERROR_BYTES / 2));
     }
@@ -369,8 +361,7 @@ mod tests {
 
     #[test]
     fn a_repeated_framework_header_reads_as_its_last_value() {
-        let mut pairs: Vec<(&str, Option<Vec<u8>>)> =
-            sample().encode().into_iter().map(|(n, v)| (n, Some(v))).collect();
+        let mut pairs: Vec<(&str, Option<Vec<u8>>)> = sample().encode().into_iter().map(|(n, v)| (n, Some(v))).collect();
         pairs.insert(0, (names::ATTEMPT, Some(99u32.to_be_bytes().to_vec())));
         let refs = pairs.iter().map(|(n, v)| (*n, v.as_deref()));
         assert_eq!(RetryHeaders::decode(refs).unwrap().unwrap().attempt, 2);

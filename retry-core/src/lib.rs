@@ -65,12 +65,12 @@ pub mod __private {
     pub use crate::backoff::Backoff;
     pub use crate::duration::parse_duration;
     pub use crate::handler::{json, record, HandlerError};
-    pub use serde::de::DeserializeOwned;
     pub use crate::listener::Listener;
     pub use crate::policy::{DltStrategy, RetryPolicy, TopicSpec, TopicStrategy};
     pub use crate::registry::Registration;
     pub use crate::topics::GroupNaming;
     pub use crate::Result;
     pub use inventory;
+    pub use serde::de::DeserializeOwned;
     pub use std::time::Duration;
 }

@@ -58,13 +58,7 @@ impl Topology {
     pub fn new(sources: &[String], group: &str, policy: &RetryPolicy) -> Result<Self> {
         let sources = sources
             .iter()
-            .map(|s| {
-                Ok(SourceTopics {
-                    source: s.clone(),
-                    retry: policy.retry_topics(s, group)?,
-                    dlt: policy.dlt_topic(s, group)?,
-                })
-            })
+            .map(|s| Ok(SourceTopics { source: s.clone(), retry: policy.retry_topics(s, group)?, dlt: policy.dlt_topic(s, group)? }))
             .collect::<Result<Vec<_>>>()?;
         Ok(Topology { sources })
     }
@@ -76,10 +70,7 @@ impl Topology {
 
     /// The topics the listener consumes: sources and retry topics.
     pub fn subscriptions(&self) -> Vec<&str> {
-        self.sources
-            .iter()
-            .flat_map(|s| std::iter::once(s.source.as_str()).chain(s.retry.iter().map(String::as_str)))
-            .collect()
+        self.sources.iter().flat_map(|s| std::iter::once(s.source.as_str()).chain(s.retry.iter().map(String::as_str))).collect()
     }
 
     /// Retry and DLT topics, which must exist (or be created) before start.

@@ -290,8 +290,7 @@ impl RetryPolicyBuilder {
         if !(0.0..=1.0).contains(&p.jitter) {
             return Err(ConfigError::new("jitter", format!("must be within 0.0..=1.0, got {}", p.jitter)).into());
         }
-        topics::validate_suffix(&p.retry_suffix)
-            .map_err(|e| ConfigError::new("retry_suffix", e.to_string()))?;
+        topics::validate_suffix(&p.retry_suffix).map_err(|e| ConfigError::new("retry_suffix", e.to_string()))?;
         topics::validate_suffix(&p.dlt_suffix).map_err(|e| ConfigError::new("dlt_suffix", e.to_string()))?;
         if p.retry_suffix == p.dlt_suffix {
             return Err(ConfigError::new("dlt_suffix", "must differ from the retry suffix").into());
@@ -329,12 +328,7 @@ mod tests {
 
     #[test]
     fn multiple_topics_are_bounded_and_levels_saturate() {
-        let p = RetryPolicy::builder()
-            .attempts(900)
-            .topic_strategy(TopicStrategy::MultipleTopics)
-            .max_retry_topics(4)
-            .build()
-            .unwrap();
+        let p = RetryPolicy::builder().attempts(900).topic_strategy(TopicStrategy::MultipleTopics).max_retry_topics(4).build().unwrap();
         assert_eq!(p.retry_topics("t", "g").unwrap(), ["t-retries-g-0", "t-retries-g-1", "t-retries-g-2", "t-retries-g-3"]);
         let levels: Vec<_> = (2..=7).map(|a| p.level_for_attempt(a)).collect();
         assert_eq!(levels, [0, 1, 2, 3, 3, 3]);

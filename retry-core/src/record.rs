@@ -75,10 +75,8 @@ impl Record {
     /// [`from_message`](Record::from_message), also returning what reading the retry
     /// headers gave (they are decoded once), so that the runtime can act on an error.
     pub(crate) fn from_message_checked<M: Message>(m: &M) -> (Self, Result<Option<RetryHeaders>, headers::HeaderError>) {
-        let headers: Vec<(String, Option<Vec<u8>>)> = m
-            .headers()
-            .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
-            .unwrap_or_default();
+        let headers: Vec<(String, Option<Vec<u8>>)> =
+            m.headers().map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default();
         let mut record = Record {
             topic: m.topic().to_owned(),
             partition: m.partition(),

@@ -135,11 +135,9 @@ impl RuntimeBuilder {
         let bootstrap = match self.bootstrap.or_else(|| std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok()) {
             Some(b) if !b.trim().is_empty() => b,
             _ => {
-                return Err(ConfigError::new(
-                    "bootstrap.servers",
-                    "not set: call bootstrap_servers(..) or set KAFKA_BOOTSTRAP_SERVERS",
+                return Err(
+                    ConfigError::new("bootstrap.servers", "not set: call bootstrap_servers(..) or set KAFKA_BOOTSTRAP_SERVERS").into()
                 )
-                .into())
             }
         };
         if self.listeners.is_empty() {
@@ -223,8 +221,7 @@ impl Runtime {
         ]
         .into_iter()
         .collect();
-        let forced: KafkaConfig =
-            [("group.id", listener.group()), ("enable.auto.offset.store", "false")].into_iter().collect();
+        let forced: KafkaConfig = [("group.id", listener.group()), ("enable.auto.offset.store", "false")].into_iter().collect();
         self.common.merged(&defaults).merged(&self.consumer).merged(&forced)
     }
 
@@ -247,11 +244,8 @@ impl Runtime {
             let workers = Arc::new(Workers::default());
             let assigned = Arc::new(AtomicUsize::new(0));
             let ctx = ListenerContext { workers: Arc::clone(&workers), listener: l.name().to_owned(), assigned: Arc::clone(&assigned) };
-            let c: ListenerConsumer = self
-                .consumer_config(l)
-                .to_client_config()
-                .create_with_context(ctx)
-                .map_err(|e| client_error("consumer", e))?;
+            let c: ListenerConsumer =
+                self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?;
             consumers.push((l.clone(), Arc::new(c), workers, assigned));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;

@@ -112,13 +112,7 @@ fn derived(source: &str, suffix: &str, group: &str, naming: GroupNaming) -> Stri
 /// The retry topic of `source` for `group`; `level` is `Some(i)` for the i-th of several
 /// retry topics ([`MultipleTopics`](crate::policy::TopicStrategy::MultipleTopics)).
 /// The result is validated, so an illegal group id is reported here and not by the broker.
-pub fn retry_topic(
-    source: &str,
-    suffix: &str,
-    group: &str,
-    naming: GroupNaming,
-    level: Option<usize>,
-) -> Result<String, TopicNameError> {
+pub fn retry_topic(source: &str, suffix: &str, group: &str, naming: GroupNaming, level: Option<usize>) -> Result<String, TopicNameError> {
     let mut name = derived(source, suffix, group, naming);
     if let Some(level) = level {
         name.push_str(&format!("-{level}"));
@@ -128,12 +122,7 @@ pub fn retry_topic(
 }
 
 /// The dead-letter topic of `source` for `group`.
-pub fn dlt_topic(
-    source: &str,
-    suffix: &str,
-    group: &str,
-    naming: GroupNaming,
-) -> Result<String, TopicNameError> {
+pub fn dlt_topic(source: &str, suffix: &str, group: &str, naming: GroupNaming) -> Result<String, TopicNameError> {
     let name = derived(source, suffix, group, naming);
     validate_topic_name(&name)?;
     Ok(name)
@@ -151,10 +140,7 @@ mod tests {
         assert!(matches!(validate_topic_name("a b"), Err(TopicNameError::BadChar { ch: ' ', .. })));
         assert!(matches!(validate_topic_name("é"), Err(TopicNameError::BadChar { ch: 'é', .. })));
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
-        assert!(matches!(
-            validate_topic_name(&"x".repeat(250)),
-            Err(TopicNameError::TooLong { len: 250, .. })
-        ));
+        assert!(matches!(validate_topic_name(&"x".repeat(250)), Err(TopicNameError::TooLong { len: 250, .. })));
     }
 
     #[test]

@@ -162,7 +162,9 @@ where
 fn lit_float(cx: &Ctxt, e: &Expr, key: &str) -> Option<f64> {
     match e {
         Expr::Lit(ExprLit { lit: Lit::Float(f), .. }) => f.base10_parse().map_err(|err| cx.error_spanned_by(f, err)).ok(),
-        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<u32>().map(f64::from).map_err(|err| cx.error_spanned_by(i, err)).ok(),
+        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => {
+            i.base10_parse::<u32>().map(f64::from).map_err(|err| cx.error_spanned_by(i, err)).ok()
+        }
         other => {
             cx.error_spanned_by(other, format!("`{key}` takes a number, e.g. {key} = 2.0"));
             None
@@ -320,11 +322,16 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
                     if let Err(err) = topics::validate_suffix(&s.value()) {
                         cx.error_spanned_by(&s, format!("`{key}`: {err}"));
                     }
-                    if key == "suffix" { suffix.set(&value, s.value()) } else { dlt_suffix.set(&value, s.value()) }
+                    if key == "suffix" {
+                        suffix.set(&value, s.value())
+                    } else {
+                        dlt_suffix.set(&value, s.value())
+                    }
                 }
             }
             "dlt" => {
-                let choices = [("always_retry_on_error", Dlt::AlwaysRetryOnError), ("fail_on_error", Dlt::FailOnError), ("no_dlt", Dlt::NoDlt)];
+                let choices =
+                    [("always_retry_on_error", Dlt::AlwaysRetryOnError), ("fail_on_error", Dlt::FailOnError), ("no_dlt", Dlt::NoDlt)];
                 if let Some(d) = ident_choice(cx, &value, "dlt", &choices) {
                     dlt.set(&value, d);
                 }
@@ -359,7 +366,11 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
                     if n < 1 {
                         cx.error_spanned_by(&e, format!("`{key}` must be at least 1"));
                     }
-                    if key == "partitions" { partitions.set(&value, n) } else { replication.set(&value, n) }
+                    if key == "partitions" {
+                        partitions.set(&value, n)
+                    } else {
+                        replication.set(&value, n)
+                    }
                 }
             }
             "auto_create_topics" => {
@@ -482,7 +493,10 @@ pub(crate) fn parse_dlt(cx: &Ctxt, args: TokenStream) -> Option<DltArgs> {
         return None;
     }
     let Some(listener) = listener.get() else {
-        cx.syn_error(syn::Error::new(Span::call_site(), "missing argument `listener`: the `#[retryable_topic]` handler whose DLT this reads, e.g. listener = consume"));
+        cx.syn_error(syn::Error::new(
+            Span::call_site(),
+            "missing argument `listener`: the `#[retryable_topic]` handler whose DLT this reads, e.g. listener = consume",
+        ));
         return None;
     };
     Some(DltArgs { listener, name: name.get(), krate: krate.get() })

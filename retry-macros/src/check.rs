@@ -45,7 +45,10 @@ pub(crate) fn handler(cx: &Ctxt, f: &ItemFn, attr: &str) -> Option<Payload> {
         ok = false;
     }
     if let ReturnType::Default = sig.output {
-        cx.error_spanned_by(&sig.ident, format!("#[{attr}] handlers return `Result<(), E>` so failures can be retried; add `-> Result<(), E>`"));
+        cx.error_spanned_by(
+            &sig.ident,
+            format!("#[{attr}] handlers return `Result<(), E>` so failures can be retried; add `-> Result<(), E>`"),
+        );
         ok = false;
     }
     let args: Vec<&FnArg> = sig.inputs.iter().collect();
@@ -56,7 +59,10 @@ pub(crate) fn handler(cx: &Ctxt, f: &ItemFn, attr: &str) -> Option<Payload> {
             None
         }
         [] => {
-            cx.error_spanned_by(&sig.ident, format!("#[{attr}] handlers take one argument: the payload (any `serde::Deserialize` type, read from JSON) or a `Record`"));
+            cx.error_spanned_by(
+                &sig.ident,
+                format!("#[{attr}] handlers take one argument: the payload (any `serde::Deserialize` type, read from JSON) or a `Record`"),
+            );
             None
         }
         _ => {
@@ -64,5 +70,9 @@ pub(crate) fn handler(cx: &Ctxt, f: &ItemFn, attr: &str) -> Option<Payload> {
             None
         }
     };
-    if ok { payload } else { None }
+    if ok {
+        payload
+    } else {
+        None
+    }
 }

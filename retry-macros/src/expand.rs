@@ -181,7 +181,11 @@ fn policy(p: &TokenStream, a: &RetryableArgs) -> TokenStream {
 
 /// Parses the annotated fn, its arguments (`parse_args`) and its signature, reporting every
 /// error at once; `Err` is the original fn with those errors, so the fn is still emitted.
-fn parse_handler<A>(item: TokenStream, what: &str, parse_args: impl FnOnce(&Ctxt) -> Option<A>) -> Result<(ItemFn, A, Payload), TokenStream> {
+fn parse_handler<A>(
+    item: TokenStream,
+    what: &str,
+    parse_args: impl FnOnce(&Ctxt) -> Option<A>,
+) -> Result<(ItemFn, A, Payload), TokenStream> {
     let f: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => return Err(with_error(item, syn::Error::new(e.span(), format!("#[{what}] goes on an `async fn` handler")))),
@@ -265,36 +269,77 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &got).unwrap();
         }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing snapshot {}; run with UPDATE_EXPAND=1", path.display()));
+        let want =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing snapshot {}; run with UPDATE_EXPAND=1", path.display()));
         assert_eq!(got, want, "expansion of {name} changed; review and run with UPDATE_EXPAND=1");
     }
 
     #[test]
     fn seed_expansion() {
-        let args = quote!(topics = ["weather-forecast"], group = "my-listener-group", attempts = 900, backoff = "5m",
-                          suffix = "-retries", dlt = no_dlt, fixed_delay = single_topic);
-        let item = quote!(async fn consume(forecast: WeatherForecast) -> Result<(), Error> { Ok(()) });
+        let args = quote!(
+            topics = ["weather-forecast"],
+            group = "my-listener-group",
+            attempts = 900,
+            backoff = "5m",
+            suffix = "-retries",
+            dlt = no_dlt,
+            fixed_delay = single_topic
+        );
+        let item = quote!(
+            async fn consume(forecast: WeatherForecast) -> Result<(), Error> {
+                Ok(())
+            }
+        );
         check_snapshot("seed", retryable_topic(args, item));
     }
 
     #[test]
     fn record_and_exponential_expansion() {
-        let args = quote!(topics = ["a", "b"], group = "g", backoff = "1s", multiplier = 2.0, max_delay = "1m",
-                          jitter = 0.1, fixed_delay = multiple_topics, max_retry_topics = 4, timeout = "1h",
-                          blocking_attempts = 2, auto_create_topics = true, partitions = 3, name = "audit", crate = "::my_crate");
-        let item = quote!(pub async fn audit(record: Record) -> Result<(), HandlerError> { Ok(()) });
+        let args = quote!(
+            topics = ["a", "b"],
+            group = "g",
+            backoff = "1s",
+            multiplier = 2.0,
+            max_delay = "1m",
+            jitter = 0.1,
+            fixed_delay = multiple_topics,
+            max_retry_topics = 4,
+            timeout = "1h",
+            blocking_attempts = 2,
+            auto_create_topics = true,
+            partitions = 3,
+            name = "audit",
+            crate = "::my_crate"
+        );
+        let item = quote!(
+            pub async fn audit(record: Record) -> Result<(), HandlerError> {
+                Ok(())
+            }
+        );
         check_snapshot("record_exponential", retryable_topic(args, item));
     }
 
     #[test]
     fn dlt_expansion() {
-        let item = quote!(async fn on_dead(record: Record) -> Result<(), HandlerError> { Ok(()) });
+        let item = quote!(
+            async fn on_dead(record: Record) -> Result<(), HandlerError> {
+                Ok(())
+            }
+        );
         check_snapshot("dlt", dlt_handler(quote!(listener = consume), item));
     }
 
     #[test]
     fn errors_keep_the_function() {
-        let out = retryable_topic(quote!(attempts = 0), quote!(async fn f(x: u8) -> Result<(), E> { Ok(()) })).to_string();
+        let out = retryable_topic(
+            quote!(attempts = 0),
+            quote!(
+                async fn f(x: u8) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        )
+        .to_string();
         assert!(out.contains("async fn f"), "{out}");
         assert!(out.contains("compile_error"), "{out}");
         assert!(out.contains("at least 1") && out.contains("missing argument `topics`"), "{out}");

@@ -210,11 +210,26 @@ impl Broker {
     }
 
     /// Produces one record and waits for the acknowledgement.
-    pub async fn produce(&self, producer: &FutureProducer, topic: &str, key: Option<&str>, payload: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> (i32, i64) {
+    pub async fn produce(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> (i32, i64) {
         self.produce_to(producer, topic, None, key.map(str::as_bytes), payload, headers).await
     }
 
-    pub async fn produce_to(&self, producer: &FutureProducer, topic: &str, partition: Option<i32>, key: Option<&[u8]>, payload: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> (i32, i64) {
+    pub async fn produce_to(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> (i32, i64) {
         let mut hs = OwnedHeaders::new();
         for (k, v) in headers {
             hs = hs.insert(Header { key: k, value: *v });
@@ -242,12 +257,8 @@ impl Broker {
     /// Reads `topic` from the beginning until `done(records so far)` holds (panics at the
     /// deadline, showing what did arrive).
     pub async fn read_until(&self, topic: &str, within: Duration, what: &str, mut done: impl FnMut(&[Record]) -> bool) -> Vec<Record> {
-        let consumer: StreamConsumer = self
-            .client_config()
-            .set("group.id", self.unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("reader");
+        let consumer: StreamConsumer =
+            self.client_config().set("group.id", self.unique("reader")).set("enable.auto.commit", "false").create().expect("reader");
         let count = partitions_of(&self.bootstrap, topic).unwrap_or_else(|| panic!("topic {topic} does not exist"));
         let mut tpl = TopicPartitionList::new();
         for p in 0..count as i32 {
@@ -284,11 +295,7 @@ impl Broker {
 
 /// Partition count of `topic`, if it exists.
 pub fn partitions_of(bootstrap: &str, topic: &str) -> Option<usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .ok()?;
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("allow.auto.create.topics", "false").create().ok()?;
     let md = c.fetch_metadata(None, Duration::from_secs(10)).ok()?;
     md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len())
 }
