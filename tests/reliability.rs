@@ -441,8 +441,9 @@ async fn untrusted_retry_headers_get_a_defined_outcome() {
     let producer = b.broker.producer();
     let now = now_ms();
     let two = 2u32.to_be_bytes();
-    // (key, headers, expected outcome)
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+    // (key, forged headers)
+    type Headers = Vec<(String, Vec<u8>)>;
+    let cases: Vec<(&str, Headers)> = vec![
         ("garbage-attempt", forged(b"xyz", &now.to_be_bytes())),
         ("garbage-due", forged(&two, b"soon")),
         ("missing-due", forged(&two, &now.to_be_bytes()).into_iter().filter(|(n, _)| n != names::DUE_AT).collect()),

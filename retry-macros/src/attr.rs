@@ -78,7 +78,7 @@ impl<'c, T> Attr<'c, T> {
 
 /// DLT strategy as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dlt {
+pub(crate) enum DltStrategy {
     AlwaysRetryOnError,
     FailOnError,
     NoDlt,
@@ -103,7 +103,7 @@ pub(crate) struct RetryableArgs {
     pub jitter: Option<f64>,
     pub suffix: Option<String>,
     pub dlt_suffix: Option<String>,
-    pub dlt: Option<Dlt>,
+    pub dlt: Option<DltStrategy>,
     pub fixed_delay: Option<FixedDelay>,
     pub max_retry_topics: Option<usize>,
     pub group_naming: Option<GroupNaming>,
@@ -330,8 +330,11 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
                 }
             }
             "dlt" => {
-                let choices =
-                    [("always_retry_on_error", Dlt::AlwaysRetryOnError), ("fail_on_error", Dlt::FailOnError), ("no_dlt", Dlt::NoDlt)];
+                let choices = [
+                    ("always_retry_on_error", DltStrategy::AlwaysRetryOnError),
+                    ("fail_on_error", DltStrategy::FailOnError),
+                    ("no_dlt", DltStrategy::NoDlt),
+                ];
                 if let Some(d) = ident_choice(cx, &value, "dlt", &choices) {
                     dlt.set(&value, d);
                 }

@@ -9,7 +9,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{parse_quote, ItemFn, Path, ReturnType};
 
-use crate::attr::{self, Dlt, FixedDelay, RetryableArgs};
+use crate::attr::{self, DltStrategy, FixedDelay, RetryableArgs};
 use crate::check::{self, Payload};
 use crate::ctxt::Ctxt;
 
@@ -136,9 +136,9 @@ fn policy(p: &TokenStream, a: &RetryableArgs) -> TokenStream {
     }
     if let Some(d) = a.dlt {
         let v = match d {
-            Dlt::AlwaysRetryOnError => quote!(AlwaysRetryOnError),
-            Dlt::FailOnError => quote!(FailOnError),
-            Dlt::NoDlt => quote!(NoDlt),
+            DltStrategy::AlwaysRetryOnError => quote!(AlwaysRetryOnError),
+            DltStrategy::FailOnError => quote!(FailOnError),
+            DltStrategy::NoDlt => quote!(NoDlt),
         };
         calls.push(quote!(.dlt(#p::DltStrategy::#v)));
     }
