@@ -21,7 +21,7 @@ pub fn topic_partitions(config: &KafkaConfig, timeout: Duration) -> Result<HashM
         .to_client_config()
         .set("allow.auto.create.topics", "false")
         .create()
-        .map_err(|e| crate::runtime::client_error("metadata client", e))?;
+        .map_err(|e| crate::config::client_error("metadata client", e))?;
     let md = consumer.fetch_metadata(None, timeout).map_err(|e| {
         Error::kafka(format!("fetching metadata from `{}` (is the broker reachable?)", config.get("bootstrap.servers").unwrap_or("?")), e)
     })?;
@@ -61,7 +61,7 @@ pub(crate) async fn ensure_topics(config: &KafkaConfig, listeners: &[Listener], 
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> =
-        config.to_client_config().create().map_err(|e| crate::runtime::client_error("admin client", e))?;
+        config.to_client_config().create().map_err(|e| crate::config::client_error("admin client", e))?;
     let new: Vec<NewTopic<'_>> = to_create
         .iter()
         .map(|(name, partitions, replication)| NewTopic::new(name, *partitions, TopicReplication::Fixed(*replication)))

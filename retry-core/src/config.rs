@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
+
+use crate::error::{ConfigError, Error};
 
 /// Key fragments whose values are never shown.
 const SECRET_MARKERS: &[&str] = &["password", "secret", "jaas", "token", "key.pem", "ssl.key", "credentials", "oauthbearer.config"];
@@ -77,6 +80,27 @@ impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.redacted()).finish()
     }
+}
+
+/// Turns a client-creation failure into an error naming the offending setting.
+pub(crate) fn client_error(what: &str, e: KafkaError) -> Error {
+    let (setting, msg) = match &e {
+        // Rejected by `rd_kafka_conf_set`: librdkafka names the key.
+        KafkaError::ClientConfig(_, desc, key, _value) => (key.clone(), desc.clone()),
+        // librdkafka: `No such configuration property: "x"` / `Invalid value "v" for configuration property "x"`.
+        KafkaError::ClientCreation(msg) => {
+            let setting = msg
+                .rsplit_once("property")
+                .map(|(_, rest)| rest.trim_start_matches(':').trim().trim_matches('"').to_owned())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| what.to_owned());
+            (setting, msg.clone())
+        }
+        _ => return Error::kafka(format!("creating the {what}"), e),
+    };
+    // librdkafka may echo the offending value; never show it for a secret.
+    let reason = if is_secret(&setting) { format!("invalid value for `{setting}` (value redacted)") } else { msg };
+    Error::Config(ConfigError::new(setting, reason))
 }
 
 #[cfg(test)]

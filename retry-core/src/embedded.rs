@@ -62,7 +62,7 @@ impl EmbeddedKafka {
                         }
                         Command::TopicError { name, fail, reply } => {
                             let code = if fail {
-                                RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+                                RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE
                             } else {
                                 RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
                             };
@@ -99,8 +99,9 @@ impl EmbeddedKafka {
         answer.recv().map_err(|_| Error::Embedded("broker stopped".into()))?
     }
 
-    /// Makes `topic` refuse clients (`TOPIC_AUTHORIZATION_FAILED` in metadata answers) while
-    /// `fail` is true, to test how a program copes with a topic it cannot write.
+    /// Makes `topic` unavailable (`LEADER_NOT_AVAILABLE` in metadata answers, a transient
+    /// error: producers wait and time out) while `fail` is true, to test how a program
+    /// copes with a topic it cannot write for a while.
     pub fn fail_topic(&self, topic: &str, fail: bool) -> Result<()> {
         self.call(|reply| Command::TopicError { name: topic.to_owned(), fail, reply })
     }

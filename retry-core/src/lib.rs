@@ -6,27 +6,43 @@
 //! record before it is due; after the last attempt the record goes to the DLT, or not, by
 //! the listener's [`DltStrategy`].
 //!
-//! The pure rules ([`duration`], [`backoff`], [`topics`], [`headers`], [`decision`]) are
-//! always compiled; the broker-facing runtime is behind the default `runtime` feature, so
-//! the proc-macro shares the rules without linking librdkafka.
+//! The layout shows the architecture:
+//!
+//! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`topics`],
+//!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`]); the proc-macro
+//!   shares them without linking librdkafka;
+//! * `engine/`: the consumer core, which carries the rules' plans out against the broker
+//!   (dispatch, partition state, rebalance, handler execution, pipelined publishing);
+//! * beside them, the runtime's public pieces ([`runtime`], [`listener`], [`handler`],
+//!   [`record`], [`admin`], [`embedded`], [`metrics`]), behind the default `runtime`
+//!   feature.
 #![deny(missing_docs)]
 
-pub mod backoff;
-pub mod decision;
-pub mod duration;
+/// Pure rules: no I/O, decided from their inputs and `now`.
+mod rules {
+    pub mod backoff;
+    pub mod decision;
+    pub mod duration;
+    pub mod headers;
+    pub mod journey;
+    pub mod policy;
+    pub mod topics;
+    pub mod topology;
+}
+pub use rules::{backoff, decision, duration, headers, journey, policy, topics, topology};
+
 pub mod error;
-pub mod headers;
-pub mod policy;
-pub mod topics;
 
 #[cfg(feature = "runtime")]
 pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod config;
 #[cfg(feature = "runtime")]
-mod consumer;
-#[cfg(feature = "runtime")]
 pub mod embedded;
+#[cfg(feature = "runtime")]
+mod engine;
+#[cfg(feature = "runtime")]
+pub mod failure;
 #[cfg(feature = "runtime")]
 pub mod handler;
 #[cfg(feature = "runtime")]
@@ -34,13 +50,12 @@ pub mod listener;
 #[cfg(feature = "runtime")]
 pub mod metrics;
 #[cfg(feature = "runtime")]
-mod publish;
-#[cfg(feature = "runtime")]
 pub mod record;
 #[cfg(feature = "runtime")]
 pub mod registry;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod time;
 
 pub use backoff::Backoff;
 pub use error::{ConfigError, Error, Result};

@@ -19,76 +19,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::handler::Handler;
 use crate::policy::RetryPolicy;
 use crate::topics::validate_topic_name;
-
-/// The topics derived for one source topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceTopics {
-    /// The source topic.
-    pub source: String,
-    /// Retry topics, level 0 first (empty when attempts = 1).
-    pub retry: Vec<String>,
-    /// The DLT (`None` with `NoDlt`).
-    pub dlt: Option<String>,
-}
-
-impl SourceTopics {
-    /// Retry topics, then the DLT.
-    pub fn derived(&self) -> impl Iterator<Item = &str> {
-        self.retry.iter().map(String::as_str).chain(self.dlt.as_deref())
-    }
-}
-
-/// What a topic is to a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role<'a> {
-    /// A source topic: first attempts.
-    Source(&'a SourceTopics),
-    /// A retry topic of the given level.
-    Retry(&'a SourceTopics, usize),
-}
-
-/// Every topic of a listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topology {
-    sources: Vec<SourceTopics>,
-}
-
-impl Topology {
-    /// Derives the topics of `sources` for `group` under `policy`.
-    pub fn new(sources: &[String], group: &str, policy: &RetryPolicy) -> Result<Self> {
-        let sources = sources
-            .iter()
-            .map(|s| Ok(SourceTopics { source: s.clone(), retry: policy.retry_topics(s, group)?, dlt: policy.dlt_topic(s, group)? }))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Topology { sources })
-    }
-
-    /// Per source topic.
-    pub fn sources(&self) -> &[SourceTopics] {
-        &self.sources
-    }
-
-    /// The topics the listener consumes: sources and retry topics.
-    pub fn subscriptions(&self) -> Vec<&str> {
-        self.sources.iter().flat_map(|s| std::iter::once(s.source.as_str()).chain(s.retry.iter().map(String::as_str))).collect()
-    }
-
-    /// Retry and DLT topics, which must exist (or be created) before start.
-    pub fn derived(&self) -> Vec<&str> {
-        self.sources.iter().flat_map(SourceTopics::derived).collect()
-    }
-
-    /// The role of `topic`.
-    pub fn role(&self, topic: &str) -> Option<Role<'_>> {
-        self.sources.iter().find_map(|s| {
-            if s.source == topic {
-                Some(Role::Source(s))
-            } else {
-                s.retry.iter().position(|r| r == topic).map(|level| Role::Retry(s, level))
-            }
-        })
-    }
-}
+pub use crate::topology::{Role, SourceTopics, Topology};
 
 struct Inner {
     name: String,
@@ -96,6 +27,7 @@ struct Inner {
     policy: RetryPolicy,
     handler: Arc<dyn Handler>,
     topology: Topology,
+    max_queued_bytes: usize,
 }
 
 /// A validated listener; cheap to clone.
@@ -118,7 +50,7 @@ impl std::fmt::Debug for Listener {
 impl Listener {
     /// Starts a listener named `name` (for logs and metrics; unique within a runtime).
     pub fn builder(name: impl Into<String>) -> ListenerBuilder {
-        ListenerBuilder { name: name.into(), topics: Vec::new(), group: None, policy: None, handler: None }
+        ListenerBuilder { name: name.into(), topics: Vec::new(), group: None, policy: None, handler: None, max_queued_bytes: None }
     }
     /// Its name.
     pub fn name(&self) -> &str {
@@ -139,10 +71,14 @@ impl Listener {
     pub(crate) fn handler(&self) -> &Arc<dyn Handler> {
         &self.inner.handler
     }
+    /// Its budget for queued records, in bytes.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.inner.max_queued_bytes
+    }
     /// A builder for a listener of this listener's DLTs: group `<group>-dlt`, one attempt,
     /// no DLT of its own. Set its handler and build.
     pub fn dead_letter_listener(&self, name: impl Into<String>) -> Result<ListenerBuilder> {
-        let dlts: Vec<String> = self.inner.topology.sources.iter().filter_map(|s| s.dlt.clone()).collect();
+        let dlts: Vec<String> = self.inner.topology.sources().iter().filter_map(|s| s.dlt.clone()).collect();
         if dlts.is_empty() {
             return Err(ConfigError::new("dlt", format!("listener `{}` has no DLT (NoDlt)", self.inner.name)).into());
         }
@@ -159,6 +95,7 @@ pub struct ListenerBuilder {
     group: Option<String>,
     policy: Option<RetryPolicy>,
     handler: Option<Arc<dyn Handler>>,
+    max_queued_bytes: Option<usize>,
 }
 
 impl ListenerBuilder {
@@ -187,6 +124,14 @@ impl ListenerBuilder {
         self.handler = Some(Arc::new(handler));
         self
     }
+    /// The memory budget for records read but not finished yet (queued, in the handler, or
+    /// being republished), in bytes; default 64 MiB. When it is used up, the partitions
+    /// that deliver more are paused until half of it is free again. A single record larger
+    /// than the budget still passes, alone.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = Some(bytes);
+        self
+    }
     /// Checks everything and derives the topic names.
     pub fn build(self) -> Result<Listener> {
         if self.name.is_empty() {
@@ -203,7 +148,7 @@ impl ListenerBuilder {
         let policy = self.policy.unwrap_or_default();
         let topology = Topology::new(&self.topics, &group, &policy)?;
         let mut all: Vec<&str> = topology.subscriptions();
-        all.extend(topology.sources.iter().filter_map(|s| s.dlt.as_deref()));
+        all.extend(topology.sources().iter().filter_map(|s| s.dlt.as_deref()));
         let mut sorted = all.clone();
         sorted.sort_unstable();
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
@@ -212,7 +157,12 @@ impl ListenerBuilder {
                 format!("topic `{}` would be both a source and a retry/DLT topic (or is listed twice)", w[0]),
             )));
         }
-        Ok(Listener { inner: Arc::new(Inner { name: self.name, group, policy, handler, topology }) })
+        let max_queued_bytes = match self.max_queued_bytes {
+            Some(0) => return Err(ConfigError::new("max_queued_bytes", "must be at least 1 byte").into()),
+            Some(b) => b,
+            None => crate::engine::DEFAULT_BUDGET_BYTES,
+        };
+        Ok(Listener { inner: Arc::new(Inner { name: self.name, group, policy, handler, topology, max_queued_bytes }) })
     }
 }
 

@@ -1,4 +1,5 @@
-//! Counters per listener: processed, retried, dead-lettered, dropped and more.
+//! Counters and gauges per listener: processed, retried, dead-lettered, dropped, queued
+//! bytes and more.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -12,6 +13,9 @@ pub struct Metrics {
     dropped: AtomicU64,
     malformed_headers: AtomicU64,
     stopped_partitions: AtomicU64,
+    publish_failed: AtomicU64,
+    queued_bytes: AtomicU64,
+    peak_queued_bytes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -30,8 +34,17 @@ pub struct MetricsSnapshot {
     pub dropped: u64,
     /// Retry records whose framework headers could not be read.
     pub malformed_headers: u64,
-    /// Partitions stopped by [`FailOnError`](crate::policy::DltStrategy::FailOnError).
+    /// Partitions stopped because a record could go nowhere (its DLT publish failed under
+    /// [`FailOnError`](crate::policy::DltStrategy::FailOnError), or cannot ever succeed).
     pub stopped_partitions: u64,
+    /// Records the retry topic refused for good (e.g. too large once the retry headers are
+    /// added); they went to the DLT with reason `publish-failed`, or were dropped.
+    pub publish_failed: u64,
+    /// Bytes of records queued in the listener now (gauge; summed over listeners).
+    pub queued_bytes: u64,
+    /// The most bytes ever queued at once (never above the listener's budget but for a
+    /// single record larger than it; the largest over listeners when added up).
+    pub peak_queued_bytes: u64,
 }
 
 impl std::ops::Add for MetricsSnapshot {
@@ -45,6 +58,9 @@ impl std::ops::Add for MetricsSnapshot {
             dropped: self.dropped + o.dropped,
             malformed_headers: self.malformed_headers + o.malformed_headers,
             stopped_partitions: self.stopped_partitions + o.stopped_partitions,
+            publish_failed: self.publish_failed + o.publish_failed,
+            queued_bytes: self.queued_bytes + o.queued_bytes,
+            peak_queued_bytes: self.peak_queued_bytes.max(o.peak_queued_bytes),
         }
     }
 }
@@ -53,8 +69,16 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={}",
-            self.processed, self.failed, self.retried, self.dead_lettered, self.dropped, self.malformed_headers, self.stopped_partitions
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} peak-queued-bytes={}",
+            self.processed,
+            self.failed,
+            self.retried,
+            self.dead_lettered,
+            self.dropped,
+            self.malformed_headers,
+            self.stopped_partitions,
+            self.publish_failed,
+            self.peak_queued_bytes
         )
     }
 }
@@ -66,7 +90,18 @@ macro_rules! counters {
 
             /// Reads every counter.
             pub fn snapshot(&self) -> MetricsSnapshot {
-                MetricsSnapshot { $($name: self.$name.load(Relaxed)),* }
+                MetricsSnapshot {
+                    $($name: self.$name.load(Relaxed),)*
+                    queued_bytes: self.queued_bytes.load(Relaxed),
+                    peak_queued_bytes: self.peak_queued_bytes.load(Relaxed),
+                }
+            }
+
+            /// Records the bytes queued now.
+            pub(crate) fn set_queued_bytes(&self, bytes: usize) {
+                let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+                self.queued_bytes.store(bytes, Relaxed);
+                self.peak_queued_bytes.fetch_max(bytes, Relaxed);
             }
         }
     };
@@ -80,4 +115,5 @@ counters! {
     dropped => inc_dropped,
     malformed_headers => inc_malformed_headers,
     stopped_partitions => inc_stopped_partitions,
+    publish_failed => inc_publish_failed,
 }

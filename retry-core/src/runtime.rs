@@ -8,11 +8,16 @@
 //! | consumer-only / producer-only settings | — | [`consumer_set`](RuntimeBuilder::consumer_set), [`producer_set`](RuntimeBuilder::producer_set) |
 //! | startup timeout (metadata, topic creation) | 30 s | [`startup_timeout`](RuntimeBuilder::startup_timeout) |
 //! | shutdown grace (records in hand) | 30 s | [`shutdown_grace`](RuntimeBuilder::shutdown_grace) |
+//! | rebalance grace (records in hand of a revoked partition) | 10 s | [`rebalance_grace`](RuntimeBuilder::rebalance_grace) |
 //!
 //! Consumers run with `enable.auto.offset.store=false` (the framework stores an offset only
 //! once its record is handled, retried or dead-lettered), `enable.auto.commit=true` every
-//! second, `auto.offset.reset=earliest`; producers with `acks=all`. Your settings override
-//! the defaults, except `group.id` (the listener's) and `enable.auto.offset.store`.
+//! second, `auto.offset.reset=earliest`, `fetch.queue.backoff.ms=10` (librdkafka's 1 s
+//! default stalls a partition whenever its prefetch queue is full) and
+//! `queued.max.messages.kbytes=16384` (librdkafka's prefetch, beside the listener's own
+//! budget for queued records); producers with `acks=all` and `linger.ms=5` (republishes
+//! are pipelined, nothing waits on one record). Your settings override the defaults,
+//! except `group.id` (the listener's) and `enable.auto.offset.store`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,38 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::client_error;
 use crate::config::KafkaConfig;
-use crate::consumer::{self, ListenerConsumer, ListenerContext, Shared, Workers};
+use crate::engine::{self, Budget, ListenerConsumer, ListenerContext, Partitions, Publisher, Shared};
 use crate::error::{ConfigError, Error, Result};
 use crate::listener::Listener;
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::publish::Publisher;
-
-/// Turns a client-creation failure into an error naming the offending setting.
-pub(crate) fn client_error(what: &str, e: KafkaError) -> Error {
-    let (setting, msg) = match &e {
-        // Rejected by `rd_kafka_conf_set`: librdkafka names the key.
-        KafkaError::ClientConfig(_, desc, key, _value) => (key.clone(), desc.clone()),
-        // librdkafka: `No such configuration property: "x"` / `Invalid value "v" for configuration property "x"`.
-        KafkaError::ClientCreation(msg) => {
-            let setting = msg
-                .rsplit_once("property")
-                .map(|(_, rest)| rest.trim_start_matches(':').trim().trim_matches('"').to_owned())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| what.to_owned());
-            (setting, msg.clone())
-        }
-        _ => return Error::kafka(format!("creating the {what}"), e),
-    };
-    // librdkafka may echo the offending value; never show it for a secret.
-    let reason = if crate::config::is_secret(&setting) { format!("invalid value for `{setting}` (value redacted)") } else { msg };
-    Error::Config(ConfigError::new(setting, reason))
-}
 
 /// Builder of [`Runtime`].
 #[must_use]
@@ -65,6 +48,7 @@ pub struct RuntimeBuilder {
     errors: Vec<Error>,
     startup_timeout: Option<Duration>,
     shutdown_grace: Option<Duration>,
+    rebalance_grace: Option<Duration>,
 }
 
 impl RuntimeBuilder {
@@ -127,6 +111,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a revocation waits for the records in hand of the revoked partitions (and
+    /// their republishes) before the partitions move on; their offsets are committed
+    /// first, so the next owner does not handle them again.
+    pub fn rebalance_grace(mut self, grace: Duration) -> Self {
+        self.rebalance_grace = Some(grace);
+        self
+    }
+
     /// Checks the settings (the first error is returned; every listener error is logged).
     pub fn build(mut self) -> Result<Runtime> {
         if let Some(first) = self.errors.drain(..).next() {
@@ -180,6 +172,7 @@ impl RuntimeBuilder {
             listeners: self.listeners,
             startup_timeout,
             shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            rebalance_grace: self.rebalance_grace.unwrap_or(Duration::from_secs(10)),
         })
     }
 }
@@ -193,6 +186,7 @@ pub struct Runtime {
     listeners: Vec<Listener>,
     startup_timeout: Duration,
     shutdown_grace: Duration,
+    rebalance_grace: Duration,
 }
 
 impl Runtime {
@@ -218,6 +212,8 @@ impl Runtime {
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("allow.auto.create.topics", "false"),
+            ("fetch.queue.backoff.ms", "10"),
+            ("queued.max.messages.kbytes", "16384"),
         ]
         .into_iter()
         .collect();
@@ -226,7 +222,7 @@ impl Runtime {
     }
 
     fn producer_config(&self) -> KafkaConfig {
-        let defaults: KafkaConfig = [("acks", "all"), ("message.timeout.ms", "30000"), ("linger.ms", "0")].into_iter().collect();
+        let defaults: KafkaConfig = [("acks", "all"), ("message.timeout.ms", "30000"), ("linger.ms", "5")].into_iter().collect();
         self.common.merged(&defaults).merged(&self.producer)
     }
 
@@ -241,12 +237,12 @@ impl Runtime {
         // Validate every consumer configuration before touching the cluster.
         let mut consumers = Vec::new();
         for l in &self.listeners {
-            let workers = Arc::new(Workers::default());
             let assigned = Arc::new(AtomicUsize::new(0));
-            let ctx = ListenerContext { workers: Arc::clone(&workers), listener: l.name().to_owned(), assigned: Arc::clone(&assigned) };
+            let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned)));
+            let ctx = ListenerContext { listener: l.name().to_owned(), partitions: Arc::clone(&partitions) };
             let c: ListenerConsumer =
                 self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?;
-            consumers.push((l.clone(), Arc::new(c), workers, assigned));
+            consumers.push((l.clone(), Arc::new(c), partitions, assigned));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
 
@@ -255,7 +251,7 @@ impl Runtime {
         let mut tasks = Vec::new();
         let mut metrics = Vec::new();
         let mut assignments = Vec::new();
-        for (listener, consumer, workers, assigned) in consumers {
+        for (listener, consumer, partitions, assigned) in consumers {
             assignments.push(assigned);
             let topics = listener.topology().subscriptions();
             consumer
@@ -264,11 +260,13 @@ impl Runtime {
             tracing::info!(listener = %listener.name(), group = %listener.group(), ?topics, "listening");
             let m = Arc::new(Metrics::default());
             metrics.push((listener.name().to_owned(), Arc::clone(&m)));
-            let shared = Arc::new(Shared { listener, publisher: Arc::clone(&publisher), metrics: m, consumer, workers });
+            let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
+            let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));
+            let shared = Arc::new(Shared { listener, publisher: Arc::clone(&publisher), metrics: m, consumer, budget, requests });
             let grace = self.shutdown_grace;
             let token = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                consumer::run(Arc::clone(&shared), token, grace).await;
+                engine::run(Arc::clone(&shared), partitions, requests_rx, token, grace).await;
                 // Closing the consumer leaves the group; it blocks, so off the async threads.
                 let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
             }));

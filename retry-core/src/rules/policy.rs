@@ -179,7 +179,9 @@ impl RetryPolicy {
     pub fn due_horizon(&self) -> Duration {
         let max = self.backoff.max_delay();
         let slack = max.clamp(Duration::from_secs(1), Duration::from_secs(60));
-        max + max.mul_f64(self.jitter) + slack
+        // Saturating: a huge configured delay must not overflow (`mul_f64` panics).
+        let jitter = Duration::try_from_secs_f64(max.as_secs_f64() * self.jitter).unwrap_or(Duration::MAX);
+        max.saturating_add(jitter).saturating_add(slack)
     }
 }
 

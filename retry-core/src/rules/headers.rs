@@ -11,7 +11,7 @@
 //! | `rt-original-timestamp` | i64 big-endian ms, -1 when the source record had none | 8 |
 //! | `rt-first-failure-at` | i64 big-endian ms | 8 |
 //! | `rt-group` | UTF-8 | len |
-//! | `rt-error-kind` | UTF-8: `retryable`, `fatal`, `decode`, `exhausted`, `timed-out`, `malformed-headers` | ≤ 17 |
+//! | `rt-error-kind` | UTF-8: `retryable`, `fatal`, `decode`, `exhausted`, `timed-out`, `malformed-headers`, `publish-failed` | ≤ 17 |
 //! | `rt-error` | UTF-8, cut at [`MAX_ERROR_BYTES`] on a character boundary | ≤ 512 |
 //!
 //! Every header whose name starts with [`PREFIX`] belongs to the framework: [`replace`]
@@ -67,6 +67,9 @@ pub enum FailureKind {
     TimedOut,
     /// The retry headers could not be trusted.
     MalformedHeaders,
+    /// Republishing to the retry topic can never succeed (e.g. the record is too large for
+    /// the broker once the retry headers are added), so it went to the DLT instead.
+    PublishFailed,
 }
 
 impl FailureKind {
@@ -79,6 +82,7 @@ impl FailureKind {
             FailureKind::Exhausted => "exhausted",
             FailureKind::TimedOut => "timed-out",
             FailureKind::MalformedHeaders => "malformed-headers",
+            FailureKind::PublishFailed => "publish-failed",
         }
     }
 
@@ -91,6 +95,7 @@ impl FailureKind {
             FailureKind::Exhausted,
             FailureKind::TimedOut,
             FailureKind::MalformedHeaders,
+            FailureKind::PublishFailed,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)

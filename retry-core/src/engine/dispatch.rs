@@ -1,0 +1,278 @@
+//! The dispatcher: the one task that reads a listener's consumer.
+//!
+//! It keeps one long-lived message stream, drains what is ready without waiting, builds
+//! each [`Record`] once, and hands the records to their partitions' owners in batches.
+//! Each record's bytes are reserved in the listener's budget first; a record that does not
+//! fit pauses its partition (reason backpressure) and seeks it back to that record, which
+//! is read again once the queue has drained. It also carries out the owners' requests
+//! (seeking a partition back for a not-due record), so every read of the consumer and
+//! every seek happen on one task, in order. Consumer errors are logged (rate-limited) and
+//! never slow the healthy partitions down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::owner::{self, Batch, Request};
+use super::partition::{PartitionSlot, PauseReason};
+use super::rebalance::Partitions;
+use super::{ListenerConsumer, Shared};
+use crate::record::Record;
+
+/// Messages taken from the stream without waiting before the batches are handed over.
+const MAX_DRAIN: usize = 2_048;
+/// How long a seek may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one log line per distinct consumer error in this time.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct Route {
+    slot: Arc<PartitionSlot>,
+    inbox: mpsc::UnboundedSender<Batch>,
+}
+
+struct Pending {
+    route: Route,
+    records: Vec<Record>,
+    bytes: usize,
+}
+
+struct Dispatcher {
+    shared: Arc<Shared>,
+    partitions: Arc<Partitions>,
+    cancel: CancellationToken,
+    routes: HashMap<Arc<str>, HashMap<i32, Route>>,
+    pending: Vec<Pending>,
+    backpressured: Vec<Arc<PartitionSlot>>,
+    errors_logged: HashMap<String, (Instant, u64)>,
+}
+
+/// Reads the consumer until `shutdown`, then stops the owners (finishing records in hand,
+/// bounded by `grace`), commits synchronously and returns.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    partitions: Arc<Partitions>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let consumer = Arc::clone(&shared.consumer);
+    let mut d = Dispatcher {
+        shared: Arc::clone(&shared),
+        partitions: Arc::clone(&partitions),
+        cancel: shutdown.child_token(),
+        routes: HashMap::new(),
+        pending: Vec::new(),
+        backpressured: Vec::new(),
+        errors_logged: HashMap::new(),
+    };
+    {
+        let mut stream = consumer.stream();
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(request) = requests.recv() => {
+                    d.serve(&consumer, request);
+                    continue;
+                }
+                () = shared.budget.drained(), if !d.backpressured.is_empty() => {
+                    d.lift_backpressure(&consumer);
+                    continue;
+                }
+                m = stream.next() => m,
+            };
+            let Some(first) = first else { break };
+            d.take(&consumer, first);
+            for _ in 1..MAX_DRAIN {
+                match stream.next().now_or_never() {
+                    Some(Some(m)) => d.take(&consumer, m),
+                    _ => break,
+                }
+            }
+            d.flush();
+        }
+    }
+    d.shut_down(&consumer, grace).await;
+}
+
+impl Dispatcher {
+    fn take(&mut self, consumer: &ListenerConsumer, message: Result<BorrowedMessage<'_>, KafkaError>) {
+        let m = match message {
+            Ok(m) => m,
+            Err(e) => return self.consumer_error(&e),
+        };
+        let Some(route) = self.route(m.topic(), m.partition()) else {
+            tracing::debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "record of a partition not assigned any more; skipped"
+            );
+            return;
+        };
+        let record = Record::copy_of(&m, Arc::clone(route.slot.topic()));
+        let bytes = record.queued_bytes();
+        if !self.shared.budget.try_reserve(bytes) {
+            self.hold_back(consumer, &route.slot, m.offset());
+            return;
+        }
+        match self.pending.last_mut().filter(|p| Arc::ptr_eq(&p.route.slot, &route.slot)) {
+            Some(p) => {
+                p.records.push(record);
+                p.bytes += bytes;
+            }
+            None => match self.pending.iter_mut().find(|p| Arc::ptr_eq(&p.route.slot, &route.slot)) {
+                Some(p) => {
+                    p.records.push(record);
+                    p.bytes += bytes;
+                }
+                None => self.pending.push(Pending { route, records: vec![record], bytes }),
+            },
+        }
+    }
+
+    /// The route of a partition of the current generation, starting its owner if needed.
+    fn route(&mut self, topic: &str, partition: i32) -> Option<Route> {
+        if let Some(r) = self.routes.get(topic).and_then(|ps| ps.get(&partition)) {
+            if !r.slot.is_revoked() {
+                return Some(r.clone());
+            }
+        }
+        // A partition revoked since (its records already read are dropped: they are read
+        // again from the committed offset by the new owner) or not seen yet.
+        let key = (topic.to_owned(), partition);
+        let route = {
+            let mut assigned = self.partitions.assigned.lock().expect("partitions lock");
+            let a = assigned.get_mut(&key)?;
+            if a.owner.is_none() {
+                let handle = owner::spawn(Arc::clone(&self.shared), Arc::clone(&a.slot), a.previous.take(), self.cancel.child_token());
+                a.owner = Some(handle);
+            }
+            Route { slot: Arc::clone(&a.slot), inbox: a.owner.as_ref().expect("just set").inbox.clone() }
+        };
+        self.drop_pending_of_revoked();
+        self.routes.entry(Arc::clone(route.slot.topic())).or_default().insert(partition, route.clone());
+        Some(route)
+    }
+
+    fn drop_pending_of_revoked(&mut self) {
+        let budget = &self.shared.budget;
+        self.pending.retain(|p| {
+            let keep = !p.route.slot.is_revoked();
+            if !keep {
+                budget.release(p.bytes);
+            }
+            keep
+        });
+    }
+
+    /// Backpressure: the record at `offset` does not fit in the budget. The partition is
+    /// paused and sought back to it, so it is read again after the queue drained.
+    fn hold_back(&mut self, consumer: &ListenerConsumer, slot: &Arc<PartitionSlot>, offset: i64) {
+        if !slot.pause(consumer, PauseReason::Backpressure) {
+            return;
+        }
+        if !self.backpressured.iter().any(|s| Arc::ptr_eq(s, slot)) {
+            tracing::debug!(topic = %slot.topic(), partition = slot.partition(), queued = self.shared.budget.queued(),
+                budget = self.shared.budget.limit(), "budget for queued records used up: pausing the partition");
+            self.backpressured.push(Arc::clone(slot));
+        }
+        self.seek(consumer, slot, offset);
+    }
+
+    fn lift_backpressure(&mut self, consumer: &ListenerConsumer) {
+        for slot in self.backpressured.drain(..) {
+            slot.resume(consumer, PauseReason::Backpressure);
+        }
+    }
+
+    fn seek(&self, consumer: &ListenerConsumer, slot: &PartitionSlot, offset: i64) -> bool {
+        match consumer.seek(slot.topic(), slot.partition(), Offset::Offset(offset), SEEK_TIMEOUT) {
+            Ok(()) => true,
+            Err(e) if slot.is_revoked() => {
+                tracing::debug!(topic = %slot.topic(), partition = slot.partition(), error = %e, "seek of a revoked partition");
+                false
+            }
+            Err(e) => {
+                // Records after `offset` were dropped and would be skipped: stop the
+                // partition instead (nothing after them is committed; they are read again
+                // after a rebalance or restart).
+                tracing::error!(topic = %slot.topic(), partition = slot.partition(), offset, error = %e,
+                    "could not seek the partition back; stopping it so that nothing is skipped");
+                if slot.pause(consumer, PauseReason::Stopped) {
+                    self.shared.metrics.inc_stopped_partitions();
+                }
+                false
+            }
+        }
+    }
+
+    fn serve(&mut self, consumer: &ListenerConsumer, request: Request) {
+        match request {
+            Request::Seek { slot, offset } => {
+                if !slot.is_revoked() && self.seek(consumer, &slot, offset) {
+                    slot.fetch_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Hands the pending batches to their owners.
+    fn flush(&mut self) {
+        for p in self.pending.drain(..) {
+            let epoch = p.route.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire);
+            let bytes = p.bytes;
+            if p.route.inbox.send(Batch { epoch, records: p.records, bytes }).is_err() {
+                self.shared.budget.release(bytes);
+            }
+        }
+    }
+
+    fn consumer_error(&mut self, e: &KafkaError) {
+        let text = e.to_string();
+        let now = Instant::now();
+        let listener = self.shared.listener.name();
+        match self.errors_logged.get_mut(&text) {
+            Some((last, suppressed)) if now.duration_since(*last) < ERROR_LOG_EVERY => *suppressed += 1,
+            Some((last, suppressed)) => {
+                tracing::warn!(listener, error = %e, repeated = *suppressed, "consumer error; reading on");
+                *last = now;
+                *suppressed = 0;
+            }
+            None => {
+                tracing::warn!(listener, error = %e, "consumer error; reading on (the client recovers by itself)");
+                self.errors_logged.insert(text, (now, 0));
+            }
+        }
+    }
+
+    async fn shut_down(mut self, consumer: &ListenerConsumer, grace: Duration) {
+        self.flush();
+        let name = self.shared.listener.name().to_owned();
+        self.cancel.cancel();
+        let owners = self.partitions.drain();
+        let all = futures::future::join_all(owners.iter().map(|(f, _)| f.wait()));
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(listener = %name, ?grace, "records in hand did not finish within the shutdown grace; they will be redelivered");
+        }
+        for (_, join) in owners {
+            join.abort();
+            let _ = join.await;
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(listener = %name, error = %e, "final commit failed; uncommitted records will be redelivered"),
+        }
+        tracing::info!(listener = %name, metrics = %self.shared.metrics.snapshot(), "listener stopped");
+    }
+}

@@ -1,0 +1,87 @@
+//! Calling the handler: the whole call, its synchronous part included, runs under
+//! `catch_unwind`, so a panic is a failed attempt of that record (retryable), never a
+//! stopped partition. In-memory (blocking) attempts of the policy happen here.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::failure::HandlerError;
+use crate::handler::Handler;
+use crate::record::Record;
+
+/// The text of a panic payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into())
+}
+
+/// One call of `handler`; a panic, in the call or in the future it returns, becomes a
+/// retryable error saying so.
+pub(crate) async fn call_once(handler: &dyn Handler, record: Record) -> Result<(), HandlerError> {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    outcome.unwrap_or_else(|panic| {
+        let text = panic_text(&*panic);
+        tracing::error!(panic = %text, "handler panicked; counted as a failed attempt of this record");
+        Err(HandlerError::retryable(format!("handler panicked: {text}")))
+    })
+}
+
+/// Calls `handler`, with up to `extra` in-memory attempts `delay` apart for retryable
+/// failures (the policy's blocking attempts, first attempt only); stops early on `cancel`.
+pub(crate) async fn call(
+    handler: &dyn Handler,
+    record: &Record,
+    (extra, delay): (u32, Duration),
+    cancel: &CancellationToken,
+) -> Result<(), HandlerError> {
+    let mut tries = 0;
+    loop {
+        match call_once(handler, record.clone()).await {
+            Err(e) if e.is_retryable() && tries < extra && !cancel.is_cancelled() => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "blocking retry in memory");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Err(e),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::future::BoxFuture;
+
+    struct SyncPanic;
+    impl Handler for SyncPanic {
+        fn handle(&self, _: Record) -> BoxFuture<'static, Result<(), HandlerError>> {
+            panic!("before the future")
+        }
+    }
+
+    #[tokio::test]
+    async fn panics_in_either_part_are_failed_attempts() {
+        let e = call_once(&SyncPanic, Record::new("t", 0, 0)).await.unwrap_err();
+        assert!(e.is_retryable() && e.to_string().contains("before the future"), "{e}");
+        let in_future = crate::handler::record(|r: Record| async move {
+            if r.offset() == 0 {
+                panic!("inside the future");
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        let e = call_once(&in_future, Record::new("t", 0, 0)).await.unwrap_err();
+        assert!(e.to_string().contains("inside the future"), "{e}");
+    }
+}

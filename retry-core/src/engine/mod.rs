@@ -1,0 +1,44 @@
+//! The consumer core of a listener: carries out what the [`journey`](crate::journey)
+//! decides, against the broker.
+//!
+//! * [`dispatch`]: the one task reading the consumer; records built once, handed over in
+//!   batches, bytes budgeted ([`budget`]);
+//! * [`owner`]: one task per assigned partition, the single owner of its state
+//!   ([`partition`]): records handled in order ([`execute`]), republishes pipelined
+//!   ([`publish`]), offsets stored as a contiguous watermark;
+//! * [`rebalance`]: assignment and revocation, fenced by generation.
+
+mod budget;
+mod dispatch;
+mod execute;
+mod owner;
+mod partition;
+mod publish;
+mod rebalance;
+
+use std::sync::Arc;
+
+use rdkafka::consumer::StreamConsumer;
+use tokio::sync::mpsc;
+
+use crate::listener::Listener;
+use crate::metrics::Metrics;
+
+pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
+pub(crate) use dispatch::run;
+pub(crate) use owner::Request;
+pub(crate) use publish::Publisher;
+pub(crate) use rebalance::{ListenerContext, Partitions};
+
+/// The consumer of one listener.
+pub(crate) type ListenerConsumer = StreamConsumer<ListenerContext>;
+
+/// What the dispatcher and the owners of one listener share.
+pub(crate) struct Shared {
+    pub(crate) listener: Listener,
+    pub(crate) consumer: Arc<ListenerConsumer>,
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) budget: Budget,
+    pub(crate) requests: mpsc::UnboundedSender<Request>,
+}

@@ -1,0 +1,527 @@
+//! The owner of one assigned partition: one task that handles the partition's records in
+//! offset order, keeps their republishes in flight, and stores the partition's offset as a
+//! contiguous watermark.
+//!
+//! Records arrive from the dispatcher in batches. For each one the owner asks the
+//! [`journey`](crate::journey) what it is (due or not, which attempt) and what follows a
+//! failure, and carries that out. A failed record's republish is enqueued and the next
+//! record handled at once; the acknowledgements are awaited in offset order (a bounded
+//! window), and an offset is stored only when every record before it is handled,
+//! acknowledged in a retry topic or DLT, or dropped under `NoDlt`.
+//!
+//! A retry record that is not due pauses the partition (reason not-due) until it is; for a
+//! long wait the records queued behind it are dropped and the partition sought back to
+//! them, so a not-due backlog costs one record of memory.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::execute;
+use super::partition::{PartitionSlot, PauseReason};
+use super::publish::{acknowledged, PublishError};
+use super::Shared;
+use crate::headers::{FailureKind, RetryHeaders};
+use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
+use crate::record::Record;
+use crate::time::{format_ms, now_ms};
+use crate::topology::{Role, SourceTopics};
+
+/// Republishes in flight per partition before the owner waits for acknowledgements.
+const MAX_IN_FLIGHT: usize = 1_024;
+/// Records finished between two offset stores while the partition stays busy.
+const STORE_EVERY: u32 = 512;
+/// A not-due wait at least this long pauses the partition and drops what is queued behind
+/// the record (it is fetched again); a shorter one just waits.
+const PAUSE_AFTER_MS: i64 = 50;
+
+/// Records of one partition, in offset order, read under one fetch epoch.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) epoch: u64,
+    pub(crate) records: Vec<Record>,
+    pub(crate) bytes: usize,
+}
+
+/// What an owner asks of the dispatcher (the only task that reads the consumer).
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Seek the partition back to `offset` and bump its fetch epoch.
+    Seek { slot: Arc<PartitionSlot>, offset: i64 },
+}
+
+/// Set when an owner has finished (also when its task is aborted or panics).
+#[derive(Debug, Default)]
+pub(crate) struct Finished {
+    done: Mutex<bool>,
+    changed: Condvar,
+    notify: Notify,
+}
+
+impl Finished {
+    fn set(&self) {
+        *self.done.lock().expect("finished lock") = true;
+        self.changed.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        *self.done.lock().expect("finished lock")
+    }
+
+    /// Blocks the thread until finished or `timeout`; `true` if finished.
+    pub(crate) fn wait_blocking(&self, timeout: Duration) -> bool {
+        let done = self.done.lock().expect("finished lock");
+        let (done, _) = self.changed.wait_timeout_while(done, timeout, |d| !*d).expect("finished lock");
+        *done
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct FinishGuard(Arc<Finished>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// The dispatcher's handle on an owner.
+#[derive(Debug)]
+pub(crate) struct OwnerHandle {
+    pub(crate) inbox: mpsc::UnboundedSender<Batch>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) finished: Arc<Finished>,
+    pub(crate) join: JoinHandle<()>,
+}
+
+/// Starts the owner of `slot`. It waits for `previous` (the owner of the same partition in
+/// an earlier assignment) to finish first, so no record is handled by two owners at once.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    slot: Arc<PartitionSlot>,
+    previous: Option<Arc<Finished>>,
+    cancel: CancellationToken,
+) -> OwnerHandle {
+    let (inbox, rx) = mpsc::unbounded_channel();
+    let finished = Arc::new(Finished::default());
+    let span = tracing::info_span!("partition", listener = %shared.listener.name(), topic = %slot.topic(), partition = slot.partition(), generation = slot.generation());
+    let source = shared.listener.topology().role(slot.topic()).map(|r| match r {
+        Role::Source(s) | Role::Retry(s, _) => s.clone(),
+    });
+    let owner = Owner {
+        shared,
+        slot,
+        source,
+        inbox: rx,
+        cancel: cancel.clone(),
+        queue: VecDeque::new(),
+        min_epoch: 0,
+        window: FuturesOrdered::new(),
+        in_flight: 0,
+        done_through: None,
+        finished_since_store: 0,
+        not_due_until: None,
+        stopped: false,
+    };
+    let guard = FinishGuard(Arc::clone(&finished));
+    let join = tokio::spawn(
+        async move {
+            let _guard = guard;
+            if let Some(previous) = previous {
+                previous.wait().await;
+            }
+            owner.run().await;
+        }
+        .instrument(span),
+    );
+    OwnerHandle { inbox, cancel, finished, join }
+}
+
+/// How a record left the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Handled, acknowledged in a retry topic or DLT, or dropped: its offset may pass.
+    Done,
+    /// It can go nowhere: the partition stops, the offset stays before it.
+    Stop,
+    /// Given up half-way by revocation or shutdown: the offset stays before it.
+    Abandoned,
+}
+
+struct Completion {
+    offset: i64,
+    bytes: usize,
+    outcome: Outcome,
+    /// A publish (counted in `in_flight`), not a record finished at once.
+    publish: bool,
+}
+
+struct Owner {
+    shared: Arc<Shared>,
+    slot: Arc<PartitionSlot>,
+    source: Option<SourceTopics>,
+    inbox: mpsc::UnboundedReceiver<Batch>,
+    cancel: CancellationToken,
+    queue: VecDeque<Record>,
+    /// Batches read under an older fetch epoch are stale (the partition was sought back).
+    min_epoch: u64,
+    window: FuturesOrdered<BoxFuture<'static, Completion>>,
+    /// Republishes among the window's entries.
+    in_flight: usize,
+    /// The last offset finished with every offset before it finished.
+    done_through: Option<i64>,
+    finished_since_store: u32,
+    /// The head of the queue is not due before this.
+    not_due_until: Option<i64>,
+    stopped: bool,
+}
+
+impl Owner {
+    async fn run(mut self) {
+        let mut inbox_open = true;
+        loop {
+            while let Some(Some(c)) = self.window.next().now_or_never() {
+                self.complete(c);
+            }
+            let cancelled = self.cancel.is_cancelled();
+            if !cancelled && !self.stopped && self.not_due_until.is_none() && self.in_flight < MAX_IN_FLIGHT {
+                if let Some(record) = self.queue.pop_front() {
+                    self.take(record).await;
+                    if self.finished_since_store >= STORE_EVERY {
+                        self.store();
+                    }
+                    continue;
+                }
+            }
+            self.store();
+            if (cancelled || self.stopped) && self.window.is_empty() {
+                break;
+            }
+            let due = self.not_due_until.map(|until| {
+                tokio::time::Instant::now() + Duration::from_millis(u64::try_from(until.saturating_sub(now_ms())).unwrap_or(0))
+            });
+            tokio::select! {
+                () = self.cancel.cancelled(), if !cancelled => {}
+                Some(c) = self.window.next(), if !self.window.is_empty() => self.complete(c),
+                batch = self.inbox.recv(), if inbox_open => match batch {
+                    Some(batch) => self.accept(batch),
+                    None => inbox_open = false,
+                },
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => self.wake_up(),
+                // Nothing can happen any more (inbox closed, nothing in flight or due).
+                else => break,
+            }
+        }
+        self.store();
+        self.release_queue();
+    }
+
+    fn accept(&mut self, batch: Batch) {
+        if batch.epoch < self.min_epoch || self.stopped {
+            // Read before the partition was sought back: it will be read again.
+            self.shared.budget.release(batch.bytes);
+            return;
+        }
+        self.queue.extend(batch.records);
+    }
+
+    fn release_queue(&mut self) {
+        let bytes: usize = self.queue.drain(..).map(|r| r.queued_bytes()).sum();
+        self.shared.budget.release(bytes);
+    }
+
+    /// The not-due wait is over (the wall clock is checked again: never early).
+    fn wake_up(&mut self) {
+        match self.not_due_until {
+            Some(until) if now_ms() >= until => {
+                self.not_due_until = None;
+                self.slot.resume(&*self.shared.consumer, PauseReason::NotDue);
+            }
+            _ => {}
+        }
+    }
+
+    fn store(&mut self) {
+        if let Some(last) = self.done_through {
+            self.slot.store(&*self.shared.consumer, last + 1);
+        }
+        self.finished_since_store = 0;
+    }
+
+    /// A record left the partition in offset order.
+    fn complete(&mut self, c: Completion) {
+        self.shared.budget.release(c.bytes);
+        if c.publish {
+            self.in_flight -= 1;
+        }
+        match c.outcome {
+            Outcome::Done if !self.stopped => {
+                self.done_through = Some(c.offset);
+                self.finished_since_store += 1;
+            }
+            Outcome::Done | Outcome::Abandoned => {}
+            Outcome::Stop => self.stop(),
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.shared.metrics.inc_stopped_partitions();
+        self.slot.pause(&*self.shared.consumer, PauseReason::Stopped);
+        self.release_queue();
+    }
+
+    /// Finishes a record at once (handled or dropped): in order behind those in flight.
+    fn finish(&mut self, offset: i64, bytes: usize) {
+        if self.window.is_empty() {
+            self.complete(Completion { offset, bytes, outcome: Outcome::Done, publish: false });
+        } else {
+            self.window.push_back(futures::future::ready(Completion { offset, bytes, outcome: Outcome::Done, publish: false }).boxed());
+        }
+    }
+
+    fn push_publish(&mut self, offset: i64, bytes: usize, publish: BoxFuture<'static, Outcome>) {
+        self.in_flight += 1;
+        self.window.push_back(publish.map(move |outcome| Completion { offset, bytes, outcome, publish: true }).boxed());
+    }
+
+    async fn take(&mut self, mut record: Record) {
+        let shared = Arc::clone(&self.shared);
+        let listener = &shared.listener;
+        let (offset, bytes) = (record.offset(), record.queued_bytes());
+        let decoded = record.decode_retry_headers();
+        let now = now_ms();
+        match journey::on_arrival(listener.topology().role(record.topic()), &decoded, now, listener.policy().due_horizon()) {
+            Arrival::Foreign => {
+                tracing::error!(offset, "record from a topic this listener does not own; skipping it");
+                self.finish(offset, bytes);
+            }
+            Arrival::Untrusted(e) => {
+                shared.metrics.inc_malformed_headers();
+                tracing::warn!(offset, error = %e, "retry headers cannot be trusted; giving the record up without calling the handler");
+                let text = e.to_string();
+                let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now);
+                let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
+                self.carry_out(record, plan, None).await;
+            }
+            Arrival::NotDue { until_ms, clamped_from } => {
+                if let Some(claimed_ms) = clamped_from {
+                    tracing::warn!(offset, claimed_ms, until_ms, "retry record claims a due time beyond the policy's horizon; clamped");
+                }
+                tracing::debug!(offset, due_at = %format_ms(until_ms), "not due: holding the partition");
+                self.not_due_until = Some(until_ms);
+                if until_ms - now >= PAUSE_AFTER_MS {
+                    self.hold_back(offset);
+                }
+                self.queue.push_front(record);
+            }
+            Arrival::Handle { attempt, headerless_retry } => {
+                if headerless_retry {
+                    tracing::warn!(
+                        offset,
+                        "record in a retry topic has no retry headers (produced by someone else?); handling it now as attempt 2"
+                    );
+                }
+                let retry = decoded.ok().flatten();
+                record.set_attempt(attempt, retry.clone());
+                let span = tracing::info_span!("record", offset, attempt);
+                let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
+                let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).instrument(span).await;
+                match result {
+                    Ok(()) => {
+                        shared.metrics.inc_processed();
+                        self.finish(offset, bytes);
+                    }
+                    Err(error) => {
+                        shared.metrics.inc_failed();
+                        let text = error.to_string();
+                        let failed = self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms());
+                        let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
+                        let fallback = match &plan {
+                            Plan::Republish { .. } => {
+                                Some(journey::give_up(listener.policy(), self.source(), &failed, FailureKind::PublishFailed))
+                            }
+                            _ => None,
+                        };
+                        self.carry_out(record, plan, fallback).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pauses the partition for a not-due record at `offset` and drops what is queued behind
+    /// it; the partition is sought back to `offset + 1`, so those are read again later.
+    fn hold_back(&mut self, offset: i64) {
+        if !self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) {
+            return;
+        }
+        self.release_queue();
+        self.min_epoch = self.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire) + 1;
+        let _ = self.shared.requests.send(Request::Seek { slot: Arc::clone(&self.slot), offset: offset + 1 });
+    }
+
+    fn source(&self) -> &SourceTopics {
+        self.source.as_ref().expect("an owner exists only for the listener's own topics")
+    }
+
+    fn failed_attempt<'a>(
+        &'a self,
+        record: &'a Record,
+        previous: Option<&'a RetryHeaders>,
+        attempt: u32,
+        kind: FailureKind,
+        error: &'a str,
+        now_ms: i64,
+    ) -> FailedAttempt<'a> {
+        FailedAttempt {
+            origin: Origin {
+                topic: record.topic(),
+                partition: record.partition(),
+                offset: record.offset(),
+                timestamp_ms: record.timestamp_ms(),
+            },
+            previous,
+            attempt,
+            kind,
+            error,
+            group: self.shared.listener.group(),
+            now_ms,
+        }
+    }
+
+    /// Carries a plan out: a publish goes into the window; a drop finishes at once.
+    async fn carry_out(&mut self, record: Record, plan: Plan, fallback: Option<Plan>) {
+        let (offset, bytes) = (record.offset(), record.queued_bytes());
+        match plan {
+            Plan::Drop { kind } => {
+                self.shared.metrics.inc_dropped();
+                tracing::warn!(offset, reason = %kind, key = ?record.key_str(), "record dropped (no DLT)");
+                self.finish(offset, bytes);
+            }
+            Plan::Republish { topic, headers } => {
+                tracing::info!(offset, to = %topic, attempt = headers.attempt, due_at = %format_ms(headers.due_at_ms), error = %headers.error, "retrying");
+                let enqueued = self.shared.publisher.enqueue(&topic, &record, &headers).await;
+                let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
+                let publish = republish(shared, cancel, record, topic, headers, enqueued, fallback).boxed();
+                self.push_publish(offset, bytes, publish);
+            }
+            Plan::DeadLetter { topic, headers } => {
+                let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
+                self.push_publish(offset, bytes, dead_letter(shared, cancel, record, topic, headers).boxed());
+            }
+        }
+    }
+}
+
+/// Waits for a retry-topic publish; publishes again after transient errors (100 ms doubling
+/// to 5 s); after a permanent one, gives the record up by `fallback` (the DLT with reason
+/// `publish-failed`, or a drop).
+async fn republish(
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    record: Record,
+    topic: String,
+    headers: RetryHeaders,
+    mut enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
+    fallback: Option<Plan>,
+) -> Outcome {
+    let mut pause = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        let result = match enqueued {
+            Ok(delivery) => acknowledged(delivery).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                shared.metrics.inc_retried();
+                return Outcome::Done;
+            }
+            Err(e) if e.permanent => {
+                shared.metrics.inc_publish_failed();
+                tracing::error!(offset = record.offset(), to = %topic, error = %e, "the retry topic refuses this record and always will; giving it up");
+                return match fallback {
+                    Some(Plan::DeadLetter { topic, headers }) => dead_letter(shared, cancel, record, topic, headers).await,
+                    _ => {
+                        shared.metrics.inc_dropped();
+                        tracing::warn!(offset = record.offset(), reason = %FailureKind::PublishFailed, "record dropped (no DLT)");
+                        Outcome::Done
+                    }
+                };
+            }
+            Err(e) => {
+                if logged {
+                    tracing::debug!(to = %topic, error = %e, retry_in = ?pause, "publish failed again; trying again");
+                } else {
+                    tracing::warn!(offset = record.offset(), to = %topic, error = %e, retry_in = ?pause, "publish failed; trying again until it works");
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => return Outcome::Abandoned,
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+        enqueued = shared.publisher.enqueue(&topic, &record, &headers).await;
+    }
+}
+
+/// Publishes to the DLT; a failure follows the listener's DLT strategy.
+async fn dead_letter(shared: Arc<Shared>, cancel: CancellationToken, record: Record, topic: String, headers: RetryHeaders) -> Outcome {
+    let strategy = shared.listener.policy().dlt();
+    let mut pause = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        match shared.publisher.publish(&topic, &record, &headers).await {
+            Ok(()) => {
+                shared.metrics.inc_dead_lettered();
+                tracing::warn!(offset = record.offset(), to = %topic, reason = %headers.error_kind, error = %headers.error, attempt = headers.attempt, key = ?record.key_str(), "dead-lettered");
+                return Outcome::Done;
+            }
+            Err(e) => match journey::on_dead_letter_failure(strategy, e.permanent) {
+                DeadLetterFailure::StopPartition => {
+                    tracing::error!(offset = record.offset(), dlt = %topic, error = %e, ?strategy,
+                        "DLT publish failed; stopping this partition. It resumes after a restart or rebalance");
+                    return Outcome::Stop;
+                }
+                DeadLetterFailure::TryAgain => {
+                    if logged {
+                        tracing::debug!(dlt = %topic, error = %e, "DLT publish failed again");
+                    } else {
+                        tracing::warn!(offset = record.offset(), dlt = %topic, error = %e, "DLT publish failed; trying again until it works (AlwaysRetryOnError)");
+                        logged = true;
+                    }
+                }
+            },
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => return Outcome::Abandoned,
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,208 @@
+//! One assigned partition's state, kept in one place: why it is paused, which assignment
+//! (generation) it belongs to, and the offset stored for it.
+//!
+//! Every pause, resume and offset store of a partition goes through its [`PartitionSlot`],
+//! under one lock, and is refused once the slot is revoked: nothing from an older
+//! assignment touches the partition again. A partition is paused when its set of
+//! [`PauseReason`]s goes from empty to non-empty and resumed only when it is empty again,
+//! so no reason can lift another's pause.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Why a partition is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseReason {
+    /// The record at the head of a retry partition is not due yet.
+    NotDue = 1,
+    /// The listener's byte budget for queued records is used up.
+    Backpressure = 2,
+    /// A record can go nowhere (its DLT publish cannot succeed): nothing after it may be
+    /// handled or committed until the partition is reassigned.
+    Stopped = 4,
+}
+
+/// A set of [`PauseReason`]s; pure, so its transitions are unit-tested.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PauseReasons(u8);
+
+/// What the client must do after a change of the reason set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    Pause,
+    Resume,
+    Nothing,
+}
+
+impl PauseReasons {
+    pub(crate) fn insert(&mut self, reason: PauseReason) -> Transition {
+        let was_empty = self.0 == 0;
+        self.0 |= reason as u8;
+        if was_empty {
+            Transition::Pause
+        } else {
+            Transition::Nothing
+        }
+    }
+
+    pub(crate) fn remove(&mut self, reason: PauseReason) -> Transition {
+        let had = self.0 & reason as u8 != 0;
+        self.0 &= !(reason as u8);
+        if had && self.0 == 0 {
+            Transition::Resume
+        } else {
+            Transition::Nothing
+        }
+    }
+
+    #[cfg(test)]
+    fn contains(self, reason: PauseReason) -> bool {
+        self.0 & reason as u8 != 0
+    }
+
+    #[cfg(test)]
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    reasons: PauseReasons,
+    revoked: bool,
+    /// The next offset to consume, as last stored (-1: nothing stored yet).
+    stored: i64,
+}
+
+/// The state of one partition for one assignment.
+#[derive(Debug)]
+pub(crate) struct PartitionSlot {
+    topic: Arc<str>,
+    partition: i32,
+    generation: u64,
+    state: Mutex<State>,
+    /// Mirrors `state.revoked` for the dispatcher's per-record check.
+    revoked: AtomicBool,
+    /// Bumped by the dispatcher each time it seeks the partition back for a not-due record;
+    /// batches carry the value they were read under, so the owner can drop records that
+    /// were read before the seek and will be read again.
+    pub(crate) fetch_epoch: AtomicU64,
+}
+
+impl PartitionSlot {
+    pub(crate) fn new(topic: &str, partition: i32, generation: u64) -> Self {
+        PartitionSlot {
+            topic: Arc::from(topic),
+            partition,
+            generation,
+            state: Mutex::new(State { stored: -1, ..State::default() }),
+            revoked: AtomicBool::new(false),
+            fetch_epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    pub(crate) fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    fn list(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::with_capacity(1);
+        list.add_partition(&self.topic, self.partition);
+        list
+    }
+
+    /// Fences the slot: from now on it pauses, resumes and stores nothing.
+    pub(crate) fn revoke(&self) {
+        let mut state = self.state.lock().expect("partition lock");
+        state.revoked = true;
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// Adds `reason`; pauses the partition if it was running. `false` if revoked.
+    pub(crate) fn pause<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, reason: PauseReason) -> bool {
+        let mut state = self.state.lock().expect("partition lock");
+        if state.revoked {
+            return false;
+        }
+        if state.reasons.insert(reason) == Transition::Pause {
+            if let Err(e) = consumer.pause(&self.list()) {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "pause failed");
+            }
+        }
+        true
+    }
+
+    /// Removes `reason`; resumes the partition when no reason is left.
+    pub(crate) fn resume<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, reason: PauseReason) {
+        let mut state = self.state.lock().expect("partition lock");
+        if state.revoked {
+            return;
+        }
+        if state.reasons.remove(reason) == Transition::Resume {
+            if let Err(e) = consumer.resume(&self.list()) {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "resume failed");
+            }
+        }
+    }
+
+    /// Stores `next` (the offset after the last finished record) for the next commit.
+    /// Never stores an older offset than before, never after revocation.
+    pub(crate) fn store<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, next: i64) -> bool {
+        let mut state = self.state.lock().expect("partition lock");
+        if state.revoked || next <= state.stored {
+            return false;
+        }
+        let mut list = TopicPartitionList::with_capacity(1);
+        if list.add_partition_offset(&self.topic, self.partition, Offset::Offset(next)).is_err() {
+            return false;
+        }
+        match consumer.store_offsets(&list) {
+            Ok(()) => {
+                state.stored = next;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, partition = self.partition, next, error = %e, "offset not stored");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PauseReason::*;
+
+    #[test]
+    fn pause_once_resume_when_no_reason_is_left() {
+        let mut r = PauseReasons::default();
+        assert_eq!(r.insert(NotDue), Transition::Pause);
+        assert_eq!(r.insert(Backpressure), Transition::Nothing);
+        assert_eq!(r.insert(NotDue), Transition::Nothing);
+        // Lifting backpressure must not resume a partition whose head is not due.
+        assert_eq!(r.remove(Backpressure), Transition::Nothing);
+        assert!(r.contains(NotDue));
+        assert_eq!(r.remove(NotDue), Transition::Resume);
+        assert!(r.is_empty());
+        // Removing what is not there never resumes.
+        assert_eq!(r.remove(Stopped), Transition::Nothing);
+        assert_eq!(r.insert(Stopped), Transition::Pause);
+        assert_eq!(r.remove(NotDue), Transition::Nothing);
+    }
+}

@@ -1,0 +1,183 @@
+//! Assignment and revocation: which partitions this member holds, each with its
+//! [`PartitionSlot`] of the current generation and its owner.
+//!
+//! On revocation the owners of the revoked partitions are told to stop taking records; the
+//! callback waits a bounded time for the record in hand (and the republishes in flight) to
+//! finish and their offsets to be stored, then fences the slots, so that nothing of the
+//! old generation is stored, paused or resumed after the partition moved. An owner still
+//! busy after that time is left to finish (its result is discarded); a later owner of the
+//! same partition in this process waits for it before starting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use tokio::task::JoinHandle;
+
+use super::owner::{Finished, OwnerHandle};
+use super::partition::PartitionSlot;
+
+/// A partition as (topic, partition).
+pub(crate) type TopicPartition = (String, i32);
+
+/// One assigned partition.
+#[derive(Debug)]
+pub(crate) struct Assigned {
+    pub(crate) slot: Arc<PartitionSlot>,
+    /// Started by the dispatcher at the partition's first batch.
+    pub(crate) owner: Option<OwnerHandle>,
+    /// The owner of this partition in an earlier generation, if it may still be running.
+    pub(crate) previous: Option<Arc<Finished>>,
+}
+
+/// The partitions of one listener, shared by the dispatcher and the rebalance callback.
+#[derive(Debug)]
+pub(crate) struct Partitions {
+    pub(crate) assigned: Mutex<HashMap<TopicPartition, Assigned>>,
+    /// Owners of revoked partitions, possibly still running: joined at shutdown.
+    pub(crate) retired: Mutex<Vec<(Arc<Finished>, JoinHandle<()>)>>,
+    /// Finish signals of retired owners by partition, so a new owner can wait for the old.
+    retired_by_partition: Mutex<HashMap<TopicPartition, Arc<Finished>>>,
+    next_generation: AtomicU64,
+    /// How long revocation waits for records in hand.
+    revoke_grace: Duration,
+    /// Number of partitions assigned.
+    pub(crate) count: Arc<AtomicUsize>,
+}
+
+impl Partitions {
+    pub(crate) fn new(revoke_grace: Duration, count: Arc<AtomicUsize>) -> Self {
+        Partitions {
+            assigned: Mutex::default(),
+            retired: Mutex::default(),
+            retired_by_partition: Mutex::default(),
+            next_generation: AtomicU64::new(1),
+            revoke_grace,
+            count,
+        }
+    }
+
+    fn assign(&self, topic: &str, partition: i32) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let key = (topic.to_owned(), partition);
+        let previous = self.retired_by_partition.lock().expect("partitions lock").remove(&key).filter(|f| !f.is_set());
+        let slot = Arc::new(PartitionSlot::new(topic, partition, generation));
+        self.assigned.lock().expect("partitions lock").insert(key, Assigned { slot, owner: None, previous });
+    }
+
+    /// Stops the owners of `revoked`, waits up to the grace for them, then fences them.
+    fn revoke(&self, revoked: &[TopicPartition]) {
+        let mut taken = Vec::new();
+        {
+            let mut assigned = self.assigned.lock().expect("partitions lock");
+            for key in revoked {
+                if let Some(a) = assigned.remove(key) {
+                    taken.push((key.clone(), a));
+                }
+            }
+        }
+        for (_, a) in &taken {
+            if let Some(owner) = &a.owner {
+                owner.cancel.cancel();
+            }
+        }
+        let waiting: Vec<Arc<Finished>> = taken.iter().filter_map(|(_, a)| a.owner.as_ref().map(|o| Arc::clone(&o.finished))).collect();
+        if !waiting.is_empty() {
+            wait_for_owners(&waiting, self.revoke_grace);
+        }
+        for (key, a) in taken {
+            a.slot.revoke();
+            if let Some(owner) = a.owner {
+                if !owner.finished.is_set() {
+                    tracing::warn!(topic = %key.0, partition = key.1, grace = ?self.revoke_grace,
+                        "revoked partition's record in hand did not finish within the grace; its result is discarded and the record will be redelivered");
+                    self.retired_by_partition.lock().expect("partitions lock").insert(key, Arc::clone(&owner.finished));
+                }
+                self.retired.lock().expect("partitions lock").push((owner.finished, owner.join));
+            }
+        }
+    }
+
+    /// Every owner, active or retired, for shutdown: cancelled.
+    pub(crate) fn drain(&self) -> Vec<(Arc<Finished>, JoinHandle<()>)> {
+        let mut all: Vec<_> = self
+            .assigned
+            .lock()
+            .expect("partitions lock")
+            .drain()
+            .filter_map(|(_, a)| {
+                a.owner.map(|o| {
+                    o.cancel.cancel();
+                    (o.finished, o.join)
+                })
+            })
+            .collect();
+        all.append(&mut self.retired.lock().expect("partitions lock"));
+        all
+    }
+}
+
+/// Waits, blocking this thread, until every owner finished or `grace` passed. Blocking is
+/// what librdkafka's rebalance callback asks for; on a multi-threaded runtime the owners
+/// keep running on the other threads meanwhile. On a current-thread runtime nothing else
+/// can run, so it does not wait (the fence alone keeps the partition safe).
+fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) {
+    let multi_thread =
+        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread).unwrap_or(false);
+    if !multi_thread {
+        return;
+    }
+    let deadline = std::time::Instant::now() + grace;
+    tokio::task::block_in_place(|| {
+        for f in owners {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            f.wait_blocking(left);
+        }
+    });
+}
+
+/// The consumer's context: quiet transport errors, partitions assigned and revoked.
+pub(crate) struct ListenerContext {
+    pub(crate) listener: String,
+    pub(crate) partitions: Arc<Partitions>,
+}
+
+impl ClientContext for ListenerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(listener = %self.listener, %error, reason, "kafka client error (the client reconnects by itself)");
+    }
+}
+
+impl ConsumerContext for ListenerContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked: Vec<TopicPartition> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            self.partitions.revoke(&revoked);
+            let n = list.count();
+            let _ = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
+            tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                for e in list.elements() {
+                    self.partitions.assign(e.topic(), e.partition());
+                }
+                self.partitions.count.fetch_add(list.count(), Ordering::AcqRel);
+                tracing::info!(listener = %self.listener, partitions = list.count(), "partitions assigned");
+                // A partition comes back unpaused, whatever an earlier generation did to it.
+                if let Err(e) = consumer.resume(list) {
+                    tracing::warn!(listener = %self.listener, error = %e, "could not clear pause state of assigned partitions");
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(listener = %self.listener, error = %e, "rebalance error"),
+        }
+    }
+}
