@@ -280,17 +280,22 @@ impl Broker {
 
     /// The committed offsets of `group` on `topic`, per partition (-1001 = none).
     pub fn committed(&self, group: &str, topic: &str) -> Vec<i64> {
-        let consumer: BaseConsumer = self.client_config().set("group.id", group).create().expect("consumer");
-        let count = partitions_of(&self.bootstrap, topic).expect("topic exists");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..count as i32 {
-            tpl.add_partition(topic, p);
-        }
-        let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-        let v = got.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1001)).collect();
-        drop(got);
-        v
+        committed_at(&self.bootstrap, group, topic)
     }
+}
+
+/// The committed offsets of `group` on `topic` at `bootstrap`, per partition (-1001 = none).
+pub fn committed_at(bootstrap: &str, group: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().expect("consumer");
+    let count = partitions_of(bootstrap, topic).expect("topic exists");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..count as i32 {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let v = got.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1001)).collect();
+    drop(got);
+    v
 }
 
 /// Partition count of `topic`, if it exists.

@@ -140,6 +140,7 @@ pub(crate) fn spawn(
         done_through: None,
         finished_since_store: 0,
         not_due_until: None,
+        held: None,
         stopped: false,
     };
     let guard = FinishGuard(Arc::clone(&finished));
@@ -192,6 +193,8 @@ struct Owner {
     finished_since_store: u32,
     /// The head of the queue is not due before this.
     not_due_until: Option<i64>,
+    /// The record last held back as not due: (offset, until).
+    held: Option<(i64, i64)>,
     stopped: bool,
 }
 
@@ -313,7 +316,10 @@ impl Owner {
         let (offset, bytes) = (record.offset(), record.queued_bytes());
         let decoded = record.decode_retry_headers();
         let now = now_ms();
-        match journey::on_arrival(listener.topology().role(record.topic()), &decoded, now, listener.policy().due_horizon()) {
+        let held_until = self.held.filter(|(o, _)| *o == offset).map(|(_, until)| until);
+        let arrival =
+            journey::on_arrival(listener.topology().role(record.topic()), &decoded, now, listener.policy().due_horizon(), held_until);
+        match arrival {
             Arrival::Foreign => {
                 tracing::error!(offset, "record from a topic this listener does not own; skipping it");
                 self.finish(offset, bytes);
@@ -332,6 +338,7 @@ impl Owner {
                 }
                 tracing::debug!(offset, due_at = %format_ms(until_ms), "not due: holding the partition");
                 self.not_due_until = Some(until_ms);
+                self.held = Some((offset, until_ms));
                 if until_ms - now >= PAUSE_AFTER_MS {
                     self.hold_back(offset);
                 }

