@@ -97,6 +97,15 @@ macro_rules! counters {
                 }
             }
 
+            /// Raises the peak of queued bytes to `bytes` if higher (a plain load first: the
+            /// read-modify-write happens only when the peak moves).
+            pub(crate) fn observe_queued_peak(&self, bytes: usize) {
+                let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+                if bytes > self.peak_queued_bytes.load(Relaxed) {
+                    self.peak_queued_bytes.fetch_max(bytes, Relaxed);
+                }
+            }
+
             /// Records the bytes queued now.
             pub(crate) fn set_queued_bytes(&self, bytes: usize) {
                 let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rdkafka::message::{Headers, Message};
 
 use crate::failure::HandlerError;
@@ -10,8 +10,8 @@ use crate::headers::{self, RetryHeaders};
 
 /// One record with its coordinates, key, payload and headers.
 ///
-/// Built once per consumed message (key and payload share one buffer) and cheap to clone:
-/// clones share the bytes.
+/// Built once per consumed message (key, payload and header values share one buffer) and
+/// cheap to clone: clones share it.
 ///
 /// On a retry topic, [`attempt`](Record::attempt) says which attempt this is and
 /// [`original_topic`](Record::original_topic) & co. point at the record as first produced.
@@ -26,33 +26,97 @@ struct Inner {
     partition: i32,
     offset: i64,
     timestamp_ms: Option<i64>,
-    key: Option<Bytes>,
-    payload: Option<Bytes>,
-    headers: Vec<(String, Option<Bytes>)>,
+    /// Key, payload and header values, one after the other: one allocation.
+    data: Bytes,
+    /// Header names, one after the other.
+    names: String,
+    key: Option<Span>,
+    payload: Option<Span>,
+    /// (name in `names`, value in `data`).
+    headers: Vec<(Span, Option<Span>)>,
     attempt: u32,
     retry: Option<RetryHeaders>,
+}
+
+/// A range of `data` or `names`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// Key, payload and headers packed into [`Inner`]'s buffers.
+struct Packed {
+    data: Bytes,
+    names: String,
+    key: Option<Span>,
+    payload: Option<Span>,
+    headers: Vec<(Span, Option<Span>)>,
+}
+
+/// `headers` is called twice: to size the buffer, then to fill it.
+fn pack<'a, I>(key: Option<&[u8]>, payload: Option<&[u8]>, headers: impl Fn() -> I) -> Packed
+where
+    I: Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+{
+    let size =
+        key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + headers().map(|(_, v)| v.map_or(0, <[u8]>::len)).sum::<usize>();
+    let mut data = Vec::with_capacity(size);
+    let mut push = |bytes: &[u8]| {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        Span { start, end: data.len() }
+    };
+    let key = key.map(&mut push);
+    let payload = payload.map(&mut push);
+    let mut names = String::new();
+    let mut spans = Vec::new();
+    for (name, value) in headers() {
+        let start = names.len();
+        names.push_str(name);
+        spans.push((Span { start, end: names.len() }, value.map(&mut push)));
+    }
+    Packed { data: Bytes::from(data), names, key, payload, headers: spans }
 }
 
 /// What a queued record is taken to cost besides its bytes (bookkeeping, allocations).
 const OVERHEAD_BYTES: usize = 160;
 
 impl Record {
-    /// A record for unit tests of handlers (attempt 1, no headers).
-    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
-        let topic: String = topic.into();
+    fn from_parts(topic: Arc<str>, partition: i32, offset: i64, timestamp_ms: Option<i64>, packed: Packed) -> Self {
         Record {
             inner: Arc::new(Inner {
-                topic: topic.into(),
+                topic,
                 partition,
                 offset,
-                timestamp_ms: None,
-                key: None,
-                payload: None,
-                headers: Vec::new(),
+                timestamp_ms,
+                data: packed.data,
+                names: packed.names,
+                key: packed.key,
+                payload: packed.payload,
+                headers: packed.headers,
                 attempt: 1,
                 retry: None,
             }),
         }
+    }
+
+    /// A record for unit tests of handlers (attempt 1, no headers).
+    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+        let topic: String = topic.into();
+        Self::from_parts(topic.into(), partition, offset, None, pack(None, None, std::iter::empty))
+    }
+
+    /// Packs key, payload and headers again after one of them changed.
+    fn repack(mut self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
+        let packed = pack(key, payload, || self.headers().chain(extra));
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.data = packed.data;
+        inner.names = packed.names;
+        inner.key = packed.key;
+        inner.payload = packed.payload;
+        inner.headers = packed.headers;
+        self
     }
 
     fn edit(&mut self) -> &mut Inner {
@@ -61,23 +125,23 @@ impl Record {
 
     /// Sets the payload.
     #[must_use]
-    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
-        self.edit().payload = Some(Bytes::from(payload.into()));
-        self
+    pub fn with_payload(self, payload: impl Into<Vec<u8>>) -> Self {
+        let (payload, key) = (payload.into(), self.key().map(<[u8]>::to_vec));
+        self.repack(key.as_deref(), Some(&payload), None)
     }
 
     /// Sets the key.
     #[must_use]
-    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.edit().key = Some(Bytes::from(key.into()));
-        self
+    pub fn with_key(self, key: impl Into<Vec<u8>>) -> Self {
+        let (key, payload) = (key.into(), self.payload().map(<[u8]>::to_vec));
+        self.repack(Some(&key), payload.as_deref(), None)
     }
 
     /// Adds a header.
     #[must_use]
-    pub fn with_header(mut self, name: impl Into<String>, value: Option<Vec<u8>>) -> Self {
-        self.edit().headers.push((name.into(), value.map(Bytes::from)));
-        self
+    pub fn with_header(self, name: impl Into<String>, value: Option<Vec<u8>>) -> Self {
+        let (name, key, payload) = (name.into(), self.key().map(<[u8]>::to_vec), self.payload().map(<[u8]>::to_vec));
+        self.repack(key.as_deref(), payload.as_deref(), Some((&name, value.as_deref())))
     }
 
     /// Sets the timestamp.
@@ -97,37 +161,20 @@ impl Record {
         record
     }
 
-    /// The one copy of a client message: key and payload in one buffer, headers beside;
-    /// `topic` is shared with the other records of the partition. Attempt 1, headers not
-    /// decoded yet.
+    /// The one copy of a client message: key, payload and header values in one buffer,
+    /// header names in another; `topic` is shared with the other records of the partition.
+    /// Attempt 1, headers not decoded yet.
     pub(crate) fn copy_of<M: Message>(m: &M, topic: Arc<str>) -> Self {
-        let (key, payload) = (m.key(), m.payload());
-        let key_len = key.map_or(0, <[u8]>::len);
-        let mut buffer = BytesMut::with_capacity(key_len + payload.map_or(0, <[u8]>::len));
-        buffer.extend_from_slice(key.unwrap_or_default());
-        buffer.extend_from_slice(payload.unwrap_or_default());
-        let mut payload_bytes = buffer.freeze();
-        let key_bytes = payload_bytes.split_to(key_len);
-        let headers =
-            m.headers().map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice))).collect()).unwrap_or_default();
-        Record {
-            inner: Arc::new(Inner {
-                topic,
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp_ms: m.timestamp().to_millis(),
-                key: key.map(|_| key_bytes),
-                payload: payload.map(|_| payload_bytes),
-                headers,
-                attempt: 1,
-                retry: None,
-            }),
-        }
+        let packed = match m.headers() {
+            Some(hs) => pack(m.key(), m.payload(), || hs.iter().map(|h| (h.key, h.value))),
+            None => pack(m.key(), m.payload(), std::iter::empty),
+        };
+        Self::from_parts(topic, m.partition(), m.offset(), m.timestamp().to_millis(), packed)
     }
 
     /// Reads the framework headers (`Ok(None)`: there are none).
     pub(crate) fn decode_retry_headers(&self) -> Result<Option<RetryHeaders>, headers::HeaderError> {
-        if !self.inner.headers.iter().any(|(n, _)| headers::is_framework_header(n)) {
+        if !self.headers().any(|(n, _)| headers::is_framework_header(n)) {
             return Ok(None);
         }
         RetryHeaders::decode(self.headers())
@@ -143,10 +190,7 @@ impl Record {
     /// What the record costs while queued: its bytes plus bookkeeping.
     pub(crate) fn queued_bytes(&self) -> usize {
         let i = &self.inner;
-        OVERHEAD_BYTES
-            + i.key.as_ref().map_or(0, Bytes::len)
-            + i.payload.as_ref().map_or(0, Bytes::len)
-            + i.headers.iter().map(|(n, v)| n.len() + v.as_ref().map_or(0, Bytes::len) + 32).sum::<usize>()
+        OVERHEAD_BYTES + i.data.len() + i.names.len() + i.headers.len() * std::mem::size_of::<(Span, Option<Span>)>()
     }
 
     /// The topic the record was read from (a retry topic for retries).
@@ -167,7 +211,7 @@ impl Record {
     }
     /// The key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.inner.key.as_deref()
+        self.inner.key.map(|s| &self.inner.data[s.start..s.end])
     }
     /// The key as UTF-8 text, if it is.
     pub fn key_str(&self) -> Option<&str> {
@@ -175,11 +219,12 @@ impl Record {
     }
     /// The payload (`None` for a tombstone).
     pub fn payload(&self) -> Option<&[u8]> {
-        self.inner.payload.as_deref()
+        self.inner.payload.map(|s| &self.inner.data[s.start..s.end])
     }
     /// All headers, framework headers included, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        self.inner.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+        let i = &*self.inner;
+        i.headers.iter().map(move |(n, v)| (&i.names[n.start..n.end], v.map(|v| &i.data[v.start..v.end])))
     }
     /// The headers the producer set (framework headers left out).
     pub fn user_headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
@@ -199,7 +244,7 @@ impl Record {
     }
     /// The topic the record was first produced to.
     pub fn original_topic(&self) -> &str {
-        self.inner.retry.as_ref().map_or(&self.inner.topic, |r| &r.original_topic)
+        self.inner.retry.as_ref().map_or(&*self.inner.topic, |r| r.original_topic.as_str())
     }
     /// The timestamp of the record as first produced: use it for latest-wins updates, as
     /// retries reorder records.

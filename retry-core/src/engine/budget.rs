@@ -38,7 +38,7 @@ impl Budget {
             return false;
         }
         let now = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.metrics.set_queued_bytes(now);
+        self.metrics.observe_queued_peak(now);
         true
     }
 
@@ -69,6 +69,11 @@ impl Budget {
             }
             notified.await;
         }
+    }
+
+    /// Publishes the bytes queued now as a gauge (once per batch, not per record).
+    pub(crate) fn report(&self) {
+        self.metrics.set_queued_bytes(self.queued());
     }
 
     pub(crate) fn queued(&self) -> usize {

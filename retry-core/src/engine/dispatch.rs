@@ -111,34 +111,39 @@ impl Dispatcher {
             Ok(m) => m,
             Err(e) => return self.consumer_error(&e),
         };
-        let Some(route) = self.route(m.topic(), m.partition()) else {
-            tracing::debug!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                "record of a partition not assigned any more; skipped"
-            );
-            return;
-        };
-        let record = Record::copy_of(&m, Arc::clone(route.slot.topic()));
+        // Records of one partition arrive in runs: the batch being built is the usual route.
+        let cached = self.pending.last().is_some_and(|p| {
+            p.route.slot.partition() == m.partition() && &**p.route.slot.topic() == m.topic() && !p.route.slot.is_revoked()
+        });
+        if !cached {
+            let Some(route) = self.route(m.topic(), m.partition()) else {
+                tracing::debug!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "record of a partition not assigned any more; skipped"
+                );
+                return;
+            };
+            match self.pending.iter().position(|p| Arc::ptr_eq(&p.route.slot, &route.slot)) {
+                // Move its batch last, so the next records of this partition find it.
+                Some(i) => {
+                    let p = self.pending.remove(i);
+                    self.pending.push(p);
+                }
+                None => self.pending.push(Pending { route, records: Vec::with_capacity(256), bytes: 0 }),
+            }
+        }
+        let p = self.pending.last_mut().expect("a batch for this partition");
+        let record = Record::copy_of(&m, Arc::clone(p.route.slot.topic()));
         let bytes = record.queued_bytes();
         if !self.shared.budget.try_reserve(bytes) {
-            self.hold_back(consumer, &route.slot, m.offset());
+            let slot = Arc::clone(&p.route.slot);
+            self.hold_back(consumer, &slot, m.offset());
             return;
         }
-        match self.pending.last_mut().filter(|p| Arc::ptr_eq(&p.route.slot, &route.slot)) {
-            Some(p) => {
-                p.records.push(record);
-                p.bytes += bytes;
-            }
-            None => match self.pending.iter_mut().find(|p| Arc::ptr_eq(&p.route.slot, &route.slot)) {
-                Some(p) => {
-                    p.records.push(record);
-                    p.bytes += bytes;
-                }
-                None => self.pending.push(Pending { route, records: vec![record], bytes }),
-            },
-        }
+        p.records.push(record);
+        p.bytes += bytes;
     }
 
     /// The route of a partition of the current generation, starting its owner if needed.
@@ -229,7 +234,8 @@ impl Dispatcher {
 
     /// Hands the pending batches to their owners.
     fn flush(&mut self) {
-        for p in self.pending.drain(..) {
+        self.shared.budget.report();
+        for p in self.pending.drain(..).filter(|p| !p.records.is_empty()) {
             let epoch = p.route.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire);
             let bytes = p.bytes;
             if p.route.inbox.send(Batch { epoch, records: p.records, bytes }).is_err() {

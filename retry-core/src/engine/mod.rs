@@ -5,7 +5,7 @@
 //!   batches, bytes budgeted ([`budget`]);
 //! * [`owner`]: one task per assigned partition, the single owner of its state
 //!   ([`partition`]): records handled in order ([`execute`]), republishes pipelined
-//!   ([`publish`]), offsets stored as a contiguous watermark;
+//!   ([`publish`]), offsets stored as a contiguous watermark ([`window`]);
 //! * [`rebalance`]: assignment and revocation, fenced by generation.
 
 mod budget;
@@ -15,6 +15,7 @@ mod owner;
 mod partition;
 mod publish;
 mod rebalance;
+mod window;
 
 use std::sync::Arc;
 

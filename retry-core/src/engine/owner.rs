@@ -17,9 +17,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -29,6 +27,7 @@ use tracing::Instrument;
 use super::execute;
 use super::partition::{PartitionSlot, PauseReason};
 use super::publish::{acknowledged, PublishError};
+use super::window::{Released, Window};
 use super::Shared;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
@@ -40,9 +39,12 @@ use crate::topology::{Role, SourceTopics};
 const MAX_IN_FLIGHT: usize = 1_024;
 /// Records finished between two offset stores while the partition stays busy.
 const STORE_EVERY: u32 = 512;
-/// A not-due wait at least this long pauses the partition and drops what is queued behind
-/// the record (it is fetched again); a shorter one just waits.
+/// A not-due wait at least this long pauses the partition (a shorter one just waits).
 const PAUSE_AFTER_MS: i64 = 50;
+/// A not-due wait at least this long also drops what is queued behind the record (it is
+/// fetched again when due), so a long wait holds one record of memory; a shorter one keeps
+/// the queue, so records due right after it are not late by a fetch round trip.
+const DROP_QUEUE_AFTER_MS: i64 = 5_000;
 
 /// Records of one partition, in offset order, read under one fetch epoch.
 #[derive(Debug)]
@@ -135,10 +137,11 @@ pub(crate) fn spawn(
         cancel: cancel.clone(),
         queue: VecDeque::new(),
         min_epoch: 0,
-        window: FuturesOrdered::new(),
-        in_flight: 0,
+        window: Window::new(),
+        released: Vec::new(),
         done_through: None,
         finished_since_store: 0,
+        unreleased: 0,
         not_due_until: None,
         held: None,
         stopped: false,
@@ -168,14 +171,6 @@ enum Outcome {
     Abandoned,
 }
 
-struct Completion {
-    offset: i64,
-    bytes: usize,
-    outcome: Outcome,
-    /// A publish (counted in `in_flight`), not a record finished at once.
-    publish: bool,
-}
-
 struct Owner {
     shared: Arc<Shared>,
     slot: Arc<PartitionSlot>,
@@ -185,12 +180,14 @@ struct Owner {
     queue: VecDeque<Record>,
     /// Batches read under an older fetch epoch are stale (the partition was sought back).
     min_epoch: u64,
-    window: FuturesOrdered<BoxFuture<'static, Completion>>,
-    /// Republishes among the window's entries.
-    in_flight: usize,
+    window: Window<Outcome>,
+    /// Scratch space for what leaves the window.
+    released: Vec<Released<Outcome>>,
     /// The last offset finished with every offset before it finished.
     done_through: Option<i64>,
     finished_since_store: u32,
+    /// Bytes of finished records not yet given back to the budget (given back in batches).
+    unreleased: usize,
     /// The head of the queue is not due before this.
     not_due_until: Option<i64>,
     /// The record last held back as not due: (offset, until).
@@ -202,11 +199,12 @@ impl Owner {
     async fn run(mut self) {
         let mut inbox_open = true;
         loop {
-            while let Some(Some(c)) = self.window.next().now_or_never() {
-                self.complete(c);
+            if self.window.in_flight() > 0 {
+                self.window.poll_ready();
+                self.drain_window();
             }
             let cancelled = self.cancel.is_cancelled();
-            if !cancelled && !self.stopped && self.not_due_until.is_none() && self.in_flight < MAX_IN_FLIGHT {
+            if !cancelled && !self.stopped && self.not_due_until.is_none() && self.window.in_flight() < MAX_IN_FLIGHT {
                 if let Some(record) = self.queue.pop_front() {
                     self.take(record).await;
                     if self.finished_since_store >= STORE_EVERY {
@@ -224,7 +222,7 @@ impl Owner {
             });
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
-                Some(c) = self.window.next(), if !self.window.is_empty() => self.complete(c),
+                () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.accept(batch),
                     None => inbox_open = false,
@@ -236,6 +234,7 @@ impl Owner {
         }
         self.store();
         self.release_queue();
+        self.shared.budget.release(std::mem::take(&mut self.unreleased));
     }
 
     fn accept(&mut self, batch: Batch) {
@@ -268,14 +267,21 @@ impl Owner {
             self.slot.store(&*self.shared.consumer, last + 1);
         }
         self.finished_since_store = 0;
+        self.shared.budget.release(std::mem::take(&mut self.unreleased));
+    }
+
+    fn drain_window(&mut self) {
+        let mut released = std::mem::take(&mut self.released);
+        self.window.release(&mut released);
+        for r in released.drain(..) {
+            self.complete(r);
+        }
+        self.released = released;
     }
 
     /// A record left the partition in offset order.
-    fn complete(&mut self, c: Completion) {
-        self.shared.budget.release(c.bytes);
-        if c.publish {
-            self.in_flight -= 1;
-        }
+    fn complete(&mut self, c: Released<Outcome>) {
+        self.unreleased += c.bytes;
         match c.outcome {
             Outcome::Done if !self.stopped => {
                 self.done_through = Some(c.offset);
@@ -298,16 +304,13 @@ impl Owner {
 
     /// Finishes a record at once (handled or dropped): in order behind those in flight.
     fn finish(&mut self, offset: i64, bytes: usize) {
-        if self.window.is_empty() {
-            self.complete(Completion { offset, bytes, outcome: Outcome::Done, publish: false });
-        } else {
-            self.window.push_back(futures::future::ready(Completion { offset, bytes, outcome: Outcome::Done, publish: false }).boxed());
+        if let Some(r) = self.window.finished(offset, bytes, Outcome::Done) {
+            self.complete(r);
         }
     }
 
-    fn push_publish(&mut self, offset: i64, bytes: usize, publish: BoxFuture<'static, Outcome>) {
-        self.in_flight += 1;
-        self.window.push_back(publish.map(move |outcome| Completion { offset, bytes, outcome, publish: true }).boxed());
+    fn push_publish(&mut self, offset: i64, bytes: usize, publish: futures::future::BoxFuture<'static, Outcome>) {
+        self.window.publishing(offset, bytes, publish);
     }
 
     async fn take(&mut self, mut record: Record) {
@@ -315,10 +318,9 @@ impl Owner {
         let listener = &shared.listener;
         let (offset, bytes) = (record.offset(), record.queued_bytes());
         let decoded = record.decode_retry_headers();
-        let now = now_ms();
         let held_until = self.held.filter(|(o, _)| *o == offset).map(|(_, until)| until);
         let arrival =
-            journey::on_arrival(listener.topology().role(record.topic()), &decoded, now, listener.policy().due_horizon(), held_until);
+            journey::on_arrival(listener.topology().role(record.topic()), &decoded, now_ms, listener.policy().due_horizon(), held_until);
         match arrival {
             Arrival::Foreign => {
                 tracing::error!(offset, "record from a topic this listener does not own; skipping it");
@@ -328,7 +330,7 @@ impl Owner {
                 shared.metrics.inc_malformed_headers();
                 tracing::warn!(offset, error = %e, "retry headers cannot be trusted; giving the record up without calling the handler");
                 let text = e.to_string();
-                let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now);
+                let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
                 self.carry_out(record, plan, None).await;
             }
@@ -339,8 +341,9 @@ impl Owner {
                 tracing::debug!(offset, due_at = %format_ms(until_ms), "not due: holding the partition");
                 self.not_due_until = Some(until_ms);
                 self.held = Some((offset, until_ms));
-                if until_ms - now >= PAUSE_AFTER_MS {
-                    self.hold_back(offset);
+                let wait = until_ms - now_ms();
+                if wait >= PAUSE_AFTER_MS && self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) && wait >= DROP_QUEUE_AFTER_MS {
+                    self.drop_queue_behind(offset);
                 }
                 self.queue.push_front(record);
             }
@@ -353,9 +356,8 @@ impl Owner {
                 }
                 let retry = decoded.ok().flatten();
                 record.set_attempt(attempt, retry.clone());
-                let span = tracing::info_span!("record", offset, attempt);
                 let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
-                let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).instrument(span).await;
+                let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
                 match result {
                     Ok(()) => {
                         shared.metrics.inc_processed();
@@ -379,12 +381,10 @@ impl Owner {
         }
     }
 
-    /// Pauses the partition for a not-due record at `offset` and drops what is queued behind
-    /// it; the partition is sought back to `offset + 1`, so those are read again later.
-    fn hold_back(&mut self, offset: i64) {
-        if !self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) {
-            return;
-        }
+    /// For a long not-due wait of the record at `offset` (the partition is paused): drops
+    /// what is queued behind it and has the partition sought back to `offset + 1`, so those
+    /// are read again when it is due. Batches read before the seek are dropped on arrival.
+    fn drop_queue_behind(&mut self, offset: i64) {
         self.release_queue();
         self.min_epoch = self.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire) + 1;
         let _ = self.shared.requests.send(Request::Seek { slot: Arc::clone(&self.slot), offset: offset + 1 });

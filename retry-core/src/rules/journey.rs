@@ -51,17 +51,18 @@ pub enum Arrival {
 }
 
 /// Decides what an arriving record is, from the role of its topic and its decoded headers.
+/// `now_ms` is asked only for a retry topic's records (reading the clock costs, and a
+/// source record is always due).
 /// `held_until`: the partition already held this very record until then (a due time
 /// beyond the horizon is clamped, so re-reading its headers would clamp it anew forever):
 /// once that time has passed, it is due.
 pub fn on_arrival(
     role: Option<Role<'_>>,
     headers: &Result<Option<RetryHeaders>, HeaderError>,
-    now_ms: i64,
+    now_ms: impl FnOnce() -> i64,
     horizon: Duration,
     held_until: Option<i64>,
 ) -> Arrival {
-    let held_enough = held_until.is_some_and(|until| now_ms >= until);
     match (role, headers) {
         (None, _) => Arrival::Foreign,
         // On a source topic every record is a first attempt, whatever headers it carries
@@ -69,12 +70,16 @@ pub fn on_arrival(
         (Some(Role::Source(_)), _) => Arrival::Handle { attempt: 1, headerless_retry: false },
         (Some(Role::Retry(..)), Err(e)) => Arrival::Untrusted(e.clone()),
         (Some(Role::Retry(..)), Ok(None)) => Arrival::Handle { attempt: 2, headerless_retry: true },
-        (Some(Role::Retry(..)), Ok(Some(h))) => match decision::due(now_ms, h.due_at_ms, horizon) {
-            _ if held_enough => Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false },
-            Due::Now => Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false },
-            Due::Wait { until_ms } => Arrival::NotDue { until_ms, clamped_from: None },
-            Due::Clamped { until_ms, claimed_ms } => Arrival::NotDue { until_ms, clamped_from: Some(claimed_ms) },
-        },
+        (Some(Role::Retry(..)), Ok(Some(h))) => {
+            let now_ms = now_ms();
+            let held_enough = held_until.is_some_and(|until| now_ms >= until);
+            match decision::due(now_ms, h.due_at_ms, horizon) {
+                _ if held_enough => Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false },
+                Due::Now => Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false },
+                Due::Wait { until_ms } => Arrival::NotDue { until_ms, clamped_from: None },
+                Due::Clamped { until_ms, claimed_ms } => Arrival::NotDue { until_ms, clamped_from: Some(claimed_ms) },
+            }
+        }
     }
 }
 
@@ -234,26 +239,29 @@ mod tests {
         let h = policy.due_horizon();
         let src = t.role("orders");
         let retry = t.role("orders-retries-g");
-        assert_eq!(on_arrival(src, &Ok(Some(headers(5, NOW + 1))), NOW, h, None), Arrival::Handle { attempt: 1, headerless_retry: false });
-        assert_eq!(on_arrival(retry, &Ok(None), NOW, h, None), Arrival::Handle { attempt: 2, headerless_retry: true });
-        assert_eq!(on_arrival(retry, &Ok(Some(headers(3, NOW))), NOW, h, None), Arrival::Handle { attempt: 3, headerless_retry: false });
-        assert_eq!(on_arrival(retry, &Ok(Some(headers(0, NOW))), NOW, h, None), Arrival::Handle { attempt: 2, headerless_retry: false });
         assert_eq!(
-            on_arrival(retry, &Ok(Some(headers(2, NOW + 5))), NOW, h, None),
+            on_arrival(src, &Ok(Some(headers(5, NOW + 1))), || NOW, h, None),
+            Arrival::Handle { attempt: 1, headerless_retry: false }
+        );
+        assert_eq!(on_arrival(retry, &Ok(None), || NOW, h, None), Arrival::Handle { attempt: 2, headerless_retry: true });
+        assert_eq!(on_arrival(retry, &Ok(Some(headers(3, NOW))), || NOW, h, None), Arrival::Handle { attempt: 3, headerless_retry: false });
+        assert_eq!(on_arrival(retry, &Ok(Some(headers(0, NOW))), || NOW, h, None), Arrival::Handle { attempt: 2, headerless_retry: false });
+        assert_eq!(
+            on_arrival(retry, &Ok(Some(headers(2, NOW + 5))), || NOW, h, None),
             Arrival::NotDue { until_ms: NOW + 5, clamped_from: None }
         );
-        let far = on_arrival(retry, &Ok(Some(headers(2, i64::MAX))), NOW, h, None);
+        let far = on_arrival(retry, &Ok(Some(headers(2, i64::MAX))), || NOW, h, None);
         let Arrival::NotDue { clamped_from: Some(i64::MAX), until_ms } = far else { panic!("{far:?}") };
         // Held until the clamped time, the record is due; it is not clamped again.
         let later = until_ms + 1;
         assert_eq!(
-            on_arrival(retry, &Ok(Some(headers(2, i64::MAX))), later, h, Some(until_ms)),
+            on_arrival(retry, &Ok(Some(headers(2, i64::MAX))), || later, h, Some(until_ms)),
             Arrival::Handle { attempt: 2, headerless_retry: false }
         );
-        assert!(matches!(on_arrival(retry, &Ok(Some(headers(2, i64::MAX))), until_ms - 1, h, Some(until_ms)), Arrival::NotDue { .. }));
+        assert!(matches!(on_arrival(retry, &Ok(Some(headers(2, i64::MAX))), || until_ms - 1, h, Some(until_ms)), Arrival::NotDue { .. }));
         let bad = HeaderError { header: "rt-attempt", problem: "x".into() };
-        assert_eq!(on_arrival(retry, &Err(bad.clone()), NOW, h, None), Arrival::Untrusted(bad));
-        assert_eq!(on_arrival(None, &Ok(None), NOW, h, None), Arrival::Foreign);
+        assert_eq!(on_arrival(retry, &Err(bad.clone()), || NOW, h, None), Arrival::Untrusted(bad));
+        assert_eq!(on_arrival(None, &Ok(None), || NOW, h, None), Arrival::Foreign);
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! The in-flight window of one partition: records finished or being published, in offset
+//! order, released as a contiguous run from the front.
+//!
+//! A record finished at once while publishes are in flight costs one slot in a ring (no
+//! allocation); only publishes are futures. The front of the window is the offset the
+//! partition may be committed up to.
+
+use std::collections::VecDeque;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+
+/// An entry leaving the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Released<O> {
+    pub(crate) offset: i64,
+    pub(crate) bytes: usize,
+    pub(crate) outcome: O,
+}
+
+struct Entry<O> {
+    offset: i64,
+    bytes: usize,
+    /// `None` while its publish is in flight.
+    outcome: Option<O>,
+}
+
+pub(crate) struct Window<O> {
+    entries: VecDeque<Entry<O>>,
+    /// Sequence number of `entries[0]`.
+    front: u64,
+    publishes: FuturesUnordered<BoxFuture<'static, (u64, O)>>,
+}
+
+impl<O: Copy + Send + 'static> Window<O> {
+    pub(crate) fn new() -> Self {
+        Window { entries: VecDeque::new(), front: 0, publishes: FuturesUnordered::new() }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Publishes in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.publishes.len()
+    }
+
+    /// A record finished now: released at once if nothing is ahead of it.
+    pub(crate) fn finished(&mut self, offset: i64, bytes: usize, outcome: O) -> Option<Released<O>> {
+        if self.entries.is_empty() {
+            return Some(Released { offset, bytes, outcome });
+        }
+        self.entries.push_back(Entry { offset, bytes, outcome: Some(outcome) });
+        None
+    }
+
+    /// A record whose fate `publish` decides.
+    pub(crate) fn publishing(&mut self, offset: i64, bytes: usize, publish: BoxFuture<'static, O>) {
+        let seq = self.front + self.entries.len() as u64;
+        self.entries.push_back(Entry { offset, bytes, outcome: None });
+        self.publishes.push(publish.map(move |o| (seq, o)).boxed());
+    }
+
+    fn settle(&mut self, seq: u64, outcome: O) {
+        if let Some(e) = seq.checked_sub(self.front).and_then(|i| self.entries.get_mut(i as usize)) {
+            e.outcome = Some(outcome);
+        }
+    }
+
+    /// Takes the settled run at the front.
+    pub(crate) fn release(&mut self, out: &mut Vec<Released<O>>) {
+        while let Some(outcome) = self.entries.front().and_then(|e| e.outcome) {
+            let e = self.entries.pop_front().expect("front exists");
+            self.front += 1;
+            out.push(Released { offset: e.offset, bytes: e.bytes, outcome });
+        }
+    }
+
+    /// Settles the publishes that are done, without waiting.
+    pub(crate) fn poll_ready(&mut self) {
+        while let Some(Some((seq, o))) = self.publishes.next().now_or_never() {
+            self.settle(seq, o);
+        }
+    }
+
+    /// Waits for the next publish to be done (pending forever if none is in flight).
+    pub(crate) async fn next_settled(&mut self) {
+        match self.publishes.next().await {
+            Some((seq, o)) => self.settle(seq, o),
+            None => futures::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn released_in_offset_order_whatever_order_publishes_finish() {
+        let mut w: Window<&'static str> = Window::new();
+        assert_eq!(w.finished(0, 1, "ok"), Some(Released { offset: 0, bytes: 1, outcome: "ok" }));
+        let (tx1, rx1) = tokio::sync::oneshot::channel::<()>();
+        let (tx3, rx3) = tokio::sync::oneshot::channel::<()>();
+        w.publishing(1, 10, async move { rx1.await.map_or("lost", |_| "acked") }.boxed());
+        assert_eq!(w.finished(2, 1, "ok"), None, "behind a publish");
+        w.publishing(3, 10, async move { rx3.await.map_or("lost", |_| "acked") }.boxed());
+        assert_eq!(w.in_flight(), 2);
+        let mut out = Vec::new();
+        tx3.send(()).unwrap();
+        w.next_settled().await;
+        w.release(&mut out);
+        assert!(out.is_empty(), "3 is acked but 1 is not: nothing may pass 1");
+        tx1.send(()).unwrap();
+        w.next_settled().await;
+        w.release(&mut out);
+        let offsets: Vec<(i64, &str)> = out.iter().map(|r| (r.offset, r.outcome)).collect();
+        assert_eq!(offsets, [(1, "acked"), (2, "ok"), (3, "acked")]);
+        assert!(w.is_empty());
+        assert_eq!(w.finished(4, 1, "ok").map(|r| r.offset), Some(4));
+    }
+}
