@@ -163,7 +163,10 @@ impl Broker {
 }
 
 /// Produces `n` records of `size` bytes, keyed round-robin, pipelined; returns seconds.
-async fn produce(broker: &Broker, topic: &str, n: u64, size: usize, headers: Option<&[(String, Option<Vec<u8>>)]>) -> f64 {
+/// Headers as `headers::replace` returns them.
+type OwnedHeaderList = [(String, Option<Vec<u8>>)];
+
+async fn produce(broker: &Broker, topic: &str, n: u64, size: usize, headers: Option<&OwnedHeaderList>) -> f64 {
     let producer = broker.producer();
     let payload = vec![b'x'; size];
     let started = Instant::now();
@@ -377,9 +380,7 @@ async fn rss_child(bootstrap: &str, source: &str, settle: Duration) {
         .build()
         .unwrap();
     let mut b = Runtime::builder().bootstrap_servers(bootstrap).listener(listener);
-    for (k, v) in [("fetch.queue.backoff.ms", "10")] {
-        b = b.consumer_set(k, v);
-    }
+    b = b.consumer_set("fetch.queue.backoff.ms", "10");
     if std::env::var("RT_BENCH_EMBEDDED_SETTINGS").is_ok() {
         for (k, v) in EmbeddedKafka::client_config() {
             b = b.consumer_set(k, v);
