@@ -15,13 +15,7 @@ source "$ROOT/scripts/brokers.sh"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 rm -f "$OUT"/rows-*.txt
-BROKER_PID=""
-BROKER_KIND=""
-BROKER_DATA=""
-cleanup() {
-  if [[ -n "$BROKER_PID" ]]; then stop_broker "$BROKER_KIND" "$BROKER_DATA" "$BROKER_PID"; fi
-}
-trap cleanup EXIT INT TERM
+trap stop_current_broker EXIT INT TERM
 
 install_brokers
 cargo bench --bench retry --no-run

@@ -95,6 +95,16 @@ stop_broker() {
   [[ -z "$pid" ]] || wait "$pid" 2>/dev/null || true
 }
 
+# The broker a sourcing script started (start_broker sets BROKER_PID), so that its exit
+# trap can stop it: `trap stop_current_broker EXIT INT TERM`.
+BROKER_PID=""
+BROKER_KIND=""
+BROKER_DATA=""
+stop_current_broker() {
+  if [[ -n "$BROKER_PID" ]]; then stop_broker "$BROKER_KIND" "$BROKER_DATA" "$BROKER_PID"; fi
+  BROKER_PID=""
+}
+
 # restart_broker KIND PORT DATA_DIR LOG: clean stop, then start again on the same port
 # and data, detached (used by the broker-restart test; noida keeps its data).
 restart_broker() {

@@ -35,14 +35,7 @@ FIGURES_LOG="$ROOT/target/test-figures.log"
 declare -a RESULTS=()
 FAILED=0
 PASSED=0
-BROKER_PID=""
-BROKER_KIND=""
-BROKER_DATA=""
-
-cleanup() {
-  if [[ -n "$BROKER_PID" ]]; then stop_broker "$BROKER_KIND" "$BROKER_DATA" "$BROKER_PID"; fi
-}
-trap cleanup EXIT INT TERM
+trap stop_current_broker EXIT INT TERM
 
 # run_suite NAME [ENV=VALUE...]: the whole suite against one broker.
 run_suite() {
