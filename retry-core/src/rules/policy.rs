@@ -317,6 +317,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_due_horizon_never_overflows() {
+        // A huge delay with full jitter used to panic in `Duration` arithmetic.
+        let p = RetryPolicy::builder().backoff(Backoff::fixed(Duration::MAX)).jitter(1.0).build().unwrap();
+        assert_eq!(p.due_horizon(), Duration::MAX);
+        let p = RetryPolicy::builder().backoff(Backoff::fixed(Duration::from_secs(10))).jitter(0.5).build().unwrap();
+        assert_eq!(p.due_horizon(), Duration::from_secs(10 + 5 + 10));
+    }
+
+    #[test]
     fn defaults_match_the_table() {
         let p = RetryPolicy::default();
         assert_eq!(p.attempts(), 3);
