@@ -156,6 +156,14 @@ impl Dispatcher {
         // A partition revoked since (its records already read are dropped: they are read
         // again from the committed offset by the new owner) or not seen yet.
         let key = (topic.to_owned(), partition);
+        if !self.partitions.assigned.lock().expect("partitions lock").contains_key(&key) {
+            // The client delivers records of assigned partitions only (older ones are
+            // dropped by its version barrier), so it holds this partition although no
+            // assignment was reported: take it on rather than skip its records, which
+            // would strand them until the next rebalance.
+            tracing::warn!(topic, partition, "records of a partition with no reported assignment; taking it on");
+            self.partitions.assign(topic, partition);
+        }
         let route = {
             let mut assigned = self.partitions.assigned.lock().expect("partitions lock");
             let a = assigned.get_mut(&key)?;

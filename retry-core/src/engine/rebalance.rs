@@ -61,9 +61,15 @@ impl Partitions {
         }
     }
 
-    fn assign(&self, topic: &str, partition: i32) {
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn assign(&self, topic: &str, partition: i32) {
         let key = (topic.to_owned(), partition);
+        // An assignment without a revocation before it (the client lost the old one):
+        // fence the old generation first, so one partition never has two owners.
+        if self.assigned.lock().expect("partitions lock").contains_key(&key) {
+            tracing::warn!(topic, partition, "partition assigned again without a revocation; fencing the old assignment");
+            self.revoke(std::slice::from_ref(&key));
+        }
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let previous = self.retired_by_partition.lock().expect("partitions lock").remove(&key).filter(|f| !f.is_set());
         let slot = Arc::new(PartitionSlot::new(topic, partition, generation));
         self.assigned.lock().expect("partitions lock").insert(key, Assigned { slot, owner: None, previous });
