@@ -403,6 +403,9 @@ async fn main() {
     if let Some(i) = args.iter().position(|a| a == "--rss-child") {
         return rss_child(&args[i + 1], &args[i + 2], Duration::from_secs(8)).await;
     }
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    }
     let only = std::env::var("RT_BENCH_ONLY").ok();
     let wants = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g.trim() == group));
     let n = env_u64("RT_BENCH_RECORDS", 100_000);

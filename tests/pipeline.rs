@@ -233,3 +233,35 @@ async fn a_rebalance_between_live_members_while_a_record_is_in_hand_stays_safe()
     assert!(overlaps.lock().unwrap().is_empty(), "handled by two workers at once: {:?}", overlaps.lock().unwrap());
     assert_eq!(m.stopped_partitions, 0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_shutdown_grace_the_group_is_left_even_with_a_handler_stuck() {
+    // A handler that never returns must not keep the consumer (and its group membership)
+    // alive after the shutdown grace: the next member of the group takes the partition
+    // over and handles the record again.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("stuck"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let stuck = Listener::builder("stuck")
+        .topics([topic.as_str()])
+        .group(&group)
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            async { futures::future::pending::<Result<(), HandlerError>>().await }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&stuck, 1).await;
+    let running = broker.runtime().shutdown_grace(Duration::from_secs(1)).listener(stuck).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("stuck"), Some(b"{}"), &[]).await;
+    eventually(WAIT, "the handler holds the record", || calls.has("stuck", 1)).await;
+    tokio::time::timeout(WAIT, running.shutdown()).await.expect("shutdown returns after the grace");
+
+    let next = Calls::default();
+    let listener = recorded_listener("next", &topic, &group, policy(3, 10).build().unwrap(), &next, |_| Ok(()));
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    eventually(WAIT, "the next member handles the record", || next.has("stuck", 1)).await;
+    running.shutdown().await;
+}

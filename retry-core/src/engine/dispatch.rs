@@ -54,6 +54,8 @@ struct Dispatcher {
     pending: Vec<Pending>,
     backpressured: Vec<Arc<PartitionSlot>>,
     errors_logged: HashMap<String, (Instant, u64)>,
+    /// Records and batches handed over, for the stop log line.
+    handed_over: (u64, u64),
 }
 
 /// Reads the consumer until `shutdown`, then stops the owners (finishing records in hand,
@@ -74,6 +76,7 @@ pub(crate) async fn run(
         pending: Vec::new(),
         backpressured: Vec::new(),
         errors_logged: HashMap::new(),
+        handed_over: (0, 0),
     };
     {
         let mut stream = consumer.stream();
@@ -246,6 +249,8 @@ impl Dispatcher {
         for p in self.pending.drain(..).filter(|p| !p.records.is_empty()) {
             let epoch = p.route.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire);
             let bytes = p.bytes;
+            self.handed_over.0 += p.records.len() as u64;
+            self.handed_over.1 += 1;
             if p.route.inbox.send(Batch { epoch, records: p.records, bytes }).is_err() {
                 self.shared.budget.release(bytes);
             }
@@ -287,6 +292,7 @@ impl Dispatcher {
             Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(listener = %name, error = %e, "final commit failed; uncommitted records will be redelivered"),
         }
-        tracing::info!(listener = %name, metrics = %self.shared.metrics.snapshot(), "listener stopped");
+        let (records, batches) = self.handed_over;
+        tracing::info!(listener = %name, metrics = %self.shared.metrics.snapshot(), records, batches, "listener stopped");
     }
 }
