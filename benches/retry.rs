@@ -23,7 +23,6 @@
 //! `RT_BENCH_BACKLOG` (default 100,000), `RT_BENCH_ONLY` (comma-separated row groups:
 //! headers, happy, tenth, outage, slow, lateness, rss).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,7 +234,7 @@ struct Run {
     lateness: Vec<(i64, i64)>,
 }
 
-/// Runs a listener on `topic` until `done(handled, metrics)`, with `decide` as its handler.
+/// Runs a listener on `topic` until `done(successes, metrics)`, with `decide` as its handler.
 #[allow(clippy::too_many_arguments)]
 async fn run_listener(
     broker: &Broker,
@@ -246,33 +245,32 @@ async fn run_listener(
     produce_first: (u64, usize),
     done: impl Fn(u64, &retryable_topic::MetricsSnapshot) -> bool,
 ) -> Run {
-    let handled = Arc::new(AtomicU64::new(0));
-    let first_call = Arc::new(Mutex::new(None::<Instant>));
+    // The handler stays as close to a no-op as measuring allows: no lock or clock per
+    // record on the happy path (the first call is set once; the last first attempt is
+    // tracked only for the 10 % row).
+    let track_first_attempts = std::ptr::fn_addr_eq(decide, fail_every_tenth_once as Decide);
+    let first_call = Arc::new(std::sync::OnceLock::<Instant>::new());
     let last_first_attempt = Arc::new(Mutex::new(None::<Instant>));
     let lateness = Arc::new(Mutex::new(Vec::new()));
-    let (h, f, l, lf) = (handled.clone(), first_call.clone(), lateness.clone(), last_first_attempt.clone());
+    let (f, l, lf) = (first_call.clone(), lateness.clone(), last_first_attempt.clone());
     let listener = Listener::builder(topic)
         .topics([topic])
         .group(format!("{topic}-g"))
         .policy(policy)
         .handler(handler::record(move |r: Record| {
-            f.lock().unwrap().get_or_insert_with(Instant::now);
-            if r.attempt() == 1 {
+            f.get_or_init(Instant::now);
+            if track_first_attempts && r.attempt() == 1 {
                 *lf.lock().unwrap() = Some(Instant::now());
             }
-            if let Some(rh) = r.retry_headers() {
-                if r.attempt() > 1 {
+            if r.attempt() > 1 {
+                if let Some(rh) = r.retry_headers() {
                     l.lock().unwrap().push((rh.due_at_ms, now_ms()));
                 }
             }
             let answer = decide(&r);
-            let h = h.clone();
             async move {
                 if let Some(d) = handler_sleep {
                     tokio::time::sleep(d).await;
-                }
-                if answer.is_ok() {
-                    h.fetch_add(1, Ordering::Relaxed);
                 }
                 answer
             }
@@ -286,10 +284,15 @@ async fn run_listener(
         b = b.consumer_set(k, v);
     }
     let running = b.build().unwrap().start().await.unwrap();
-    while !done(handled.load(Ordering::Relaxed), &running.metrics()) {
+    // `processed` counts the handler's successes.
+    loop {
+        let m = running.metrics();
+        if done(m.processed, &m) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let first = first_call.lock().unwrap().unwrap();
+    let first = *first_call.get().expect("the handler was called");
     let secs = first.elapsed().as_secs_f64();
     let first_attempts_secs = last_first_attempt.lock().unwrap().map_or(0.0, |t| (t - first).as_secs_f64());
     running.shutdown().await;
