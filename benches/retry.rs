@@ -391,6 +391,12 @@ async fn rss_child(bootstrap: &str, source: &str, settle: Duration) {
     }
     let running = b.build().unwrap().start().await.unwrap();
     running.wait_for_assignment(Duration::from_secs(60)).await;
+    // Wait until the backlog is being read (a slow group join must not pass for a small
+    // footprint), then let it settle.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running.metrics().peak_queued_bytes == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(settle).await;
     let m = running.metrics();
     println!("CHILD|{}|{}", status_kib("VmHWM:"), m.peak_queued_bytes);
@@ -403,11 +409,11 @@ async fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
-        return rss_child(&args[i + 1], &args[i + 2], Duration::from_secs(8)).await;
-    }
     if std::env::var("RUST_LOG").is_ok() {
         tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        return rss_child(&args[i + 1], &args[i + 2], Duration::from_secs(8)).await;
     }
     let only = std::env::var("RT_BENCH_ONLY").ok();
     let wants = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g.trim() == group));
@@ -543,6 +549,9 @@ async fn main() {
         }
         let out = child.output().expect("child process");
         let text = String::from_utf8_lossy(&out.stdout);
+        if !text.contains("CHILD|") || text.contains("CHILD|0|") || text.ends_with("|0\n") || std::env::var("RUST_LOG").is_ok() {
+            eprintln!("rss child stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
         let line = text.lines().find(|l| l.starts_with("CHILD|")).unwrap_or("CHILD|0|0");
         let parts: Vec<u64> = line.split('|').skip(1).map(|v| v.parse().unwrap_or(0)).collect();
         let (peak_mib, queued) = (parts[0] / 1024, parts[1]);
@@ -550,9 +559,13 @@ async fn main() {
         row(
             &b,
             &format!("peak RSS holding {backlog} x 1 kB backlog due in 10 min"),
-            format!("{peak_mib} MiB (queued peak {} KiB)", queued / 1024),
+            if queued == 0 {
+                format!("{peak_mib} MiB (nothing read: not measured)")
+            } else {
+                format!("{peak_mib} MiB (queued peak {} KiB)", queued / 1024)
+            },
             &format!("<= {limit} MiB"),
-            Some(peak_mib > 0 && peak_mib <= limit),
+            Some(queued > 0 && peak_mib <= limit),
         );
     }
 
