@@ -29,14 +29,9 @@ run_bench() {
 
 run_bench embedded
 for kind in noida tansu; do
-  port=$(free_port)
-  BROKER_KIND=$kind
-  BROKER_DATA="$BROKERS_DIR/bench-data-$kind-$port"
-  rm -rf "$BROKER_DATA"
-  start_broker "$kind" "$port" "$BROKER_DATA" "$BROKERS_DIR/bench-$kind-$port.log"
-  run_bench "$kind" RT_BROKER="$kind" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port"
-  stop_broker "$kind" "$BROKER_DATA" "$BROKER_PID"
-  BROKER_PID=""
+  start_fresh_broker "$kind" bench
+  run_bench "$kind" RT_BROKER="$kind" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$BROKER_PORT"
+  stop_current_broker
   rm -rf "$BROKER_DATA"
 done
 

@@ -105,6 +105,18 @@ stop_current_broker() {
   BROKER_PID=""
 }
 
+# start_fresh_broker KIND NAME: starts KIND on a free port with an empty data directory
+# named after NAME; sets BROKER_PORT, BROKER_KIND, BROKER_DATA, BROKER_LOG and BROKER_PID.
+start_fresh_broker() {
+  local kind=$1 name=$2
+  BROKER_PORT=$(free_port)
+  BROKER_KIND=$kind
+  BROKER_DATA="$BROKERS_DIR/$name-data-$kind-$BROKER_PORT"
+  BROKER_LOG="$BROKERS_DIR/$name-$kind-$BROKER_PORT.log"
+  rm -rf "$BROKER_DATA"
+  start_broker "$kind" "$BROKER_PORT" "$BROKER_DATA" "$BROKER_LOG"
+}
+
 # restart_broker KIND PORT DATA_DIR LOG: clean stop, then start again on the same port
 # and data, detached (used by the broker-restart test; noida keeps its data).
 restart_broker() {

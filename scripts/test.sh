@@ -66,20 +66,16 @@ rm -f "$SKIP_LOG" "$FIGURES_LOG" "$ROOT"/target/test-*.log
 run_suite embedded
 
 for kind in noida tansu; do
-  port=$(free_port)
-  BROKER_KIND=$kind
-  BROKER_DATA="$BROKERS_DIR/data-$kind-$port"
-  rm -rf "$BROKER_DATA"
-  if start_broker "$kind" "$port" "$BROKER_DATA" "$BROKERS_DIR/$kind-$port.log"; then
+  if start_fresh_broker "$kind" test; then
     restart_cmd=""
-    [[ "$kind" == noida ]] && restart_cmd="bash $ROOT/scripts/brokers.sh restart noida $port $BROKER_DATA $BROKERS_DIR/$kind-$port.log"
-    run_suite "$kind" RT_BROKER="$kind" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" RT_BROKER_RESTART="$restart_cmd"
-    stop_broker "$kind" "$BROKER_DATA" "$BROKER_PID"
+    [[ "$kind" == noida ]] && restart_cmd="bash $ROOT/scripts/brokers.sh restart noida $BROKER_PORT $BROKER_DATA $BROKER_LOG"
+    run_suite "$kind" RT_BROKER="$kind" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$BROKER_PORT" RT_BROKER_RESTART="$restart_cmd"
+    stop_current_broker
   else
     RESULTS+=("$kind: FAILED to start")
     FAILED=$((FAILED + 1))
+    stop_current_broker
   fi
-  BROKER_PID=""
 done
 
 say "summary"
