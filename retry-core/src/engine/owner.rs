@@ -332,7 +332,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                self.carry_out(record, plan, None).await;
+                self.carry_out(record, bytes, plan, None).await;
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -374,7 +374,7 @@ impl Owner {
                             }
                             _ => None,
                         };
-                        self.carry_out(record, plan, fallback).await;
+                        self.carry_out(record, bytes, plan, fallback).await;
                     }
                 }
             }
@@ -420,8 +420,9 @@ impl Owner {
     }
 
     /// Carries a plan out: a publish goes into the window; a drop finishes at once.
-    async fn carry_out(&mut self, record: Record, plan: Plan, fallback: Option<Plan>) {
-        let (offset, bytes) = (record.offset(), record.queued_bytes());
+    /// `bytes`: what the record was counted for in the budget when it was queued.
+    async fn carry_out(&mut self, record: Record, bytes: usize, plan: Plan, fallback: Option<Plan>) {
+        let offset = record.offset();
         match plan {
             Plan::Drop { kind } => {
                 self.shared.metrics.inc_dropped();

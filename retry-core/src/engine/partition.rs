@@ -72,7 +72,6 @@ impl PauseReasons {
 #[derive(Debug, Default)]
 struct State {
     reasons: PauseReasons,
-    revoked: bool,
     /// The next offset to consume, as last stored (-1: nothing stored yet).
     stored: i64,
 }
@@ -84,7 +83,8 @@ pub(crate) struct PartitionSlot {
     partition: i32,
     generation: u64,
     state: Mutex<State>,
-    /// Mirrors `state.revoked` for the dispatcher's per-record check.
+    /// Set under `state`'s lock (so a pause, resume or store holding the lock sees it),
+    /// read without it by the dispatcher's per-record check.
     revoked: AtomicBool,
     /// Bumped by the dispatcher each time it seeks the partition back for a not-due record;
     /// batches carry the value they were read under, so the owner can drop records that
@@ -128,15 +128,14 @@ impl PartitionSlot {
 
     /// Fences the slot: from now on it pauses, resumes and stores nothing.
     pub(crate) fn revoke(&self) {
-        let mut state = self.state.lock().expect("partition lock");
-        state.revoked = true;
+        let _state = self.state.lock().expect("partition lock");
         self.revoked.store(true, Ordering::Release);
     }
 
     /// Adds `reason`; pauses the partition if it was running. `false` if revoked.
     pub(crate) fn pause<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, reason: PauseReason) -> bool {
         let mut state = self.state.lock().expect("partition lock");
-        if state.revoked {
+        if self.is_revoked() {
             return false;
         }
         if state.reasons.insert(reason) == Transition::Pause {
@@ -150,7 +149,7 @@ impl PartitionSlot {
     /// Removes `reason`; resumes the partition when no reason is left.
     pub(crate) fn resume<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, reason: PauseReason) {
         let mut state = self.state.lock().expect("partition lock");
-        if state.revoked {
+        if self.is_revoked() {
             return;
         }
         if state.reasons.remove(reason) == Transition::Resume {
@@ -164,7 +163,7 @@ impl PartitionSlot {
     /// Never stores an older offset than before, never after revocation.
     pub(crate) fn store<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, next: i64) -> bool {
         let mut state = self.state.lock().expect("partition lock");
-        if state.revoked || next <= state.stored {
+        if self.is_revoked() || next <= state.stored {
             return false;
         }
         let mut list = TopicPartitionList::with_capacity(1);
