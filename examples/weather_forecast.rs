@@ -23,12 +23,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use retryable_topic::time::{format_ms, now_ms};
 use retryable_topic::{dlt_handler, retryable_topic, EmbeddedKafka, HandlerError, Record, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -137,10 +138,6 @@ async fn dead_forecast(record: Record) -> Result<(), HandlerError> {
         h.map_or("", |h| &h.error)
     );
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// The stream: eight rounds of six cities, with a storm now and then, two forecasts with
@@ -293,12 +290,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("forecast store  {} stored · {} stale ignored", s.stored.load(Ordering::Relaxed), s.stale.load(Ordering::Relaxed));
     println!("final forecasts:");
     for (city, f) in s.latest.lock().unwrap().iter() {
-        println!(
-            "  {city:<8} {:>5.1} °C  {:<7} issued {}",
-            f.temperature_c,
-            f.conditions,
-            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(f.issued_at as u64))
-        );
+        println!("  {city:<8} {:>5.1} °C  {:<7} issued {}", f.temperature_c, f.conditions, format_ms(f.issued_at));
     }
     println!("elapsed: {:.1}s", started.elapsed().as_secs_f64());
     if !done {

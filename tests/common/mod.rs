@@ -332,10 +332,7 @@ pub fn figure(broker: &Broker, line: &str) {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use retryable_topic::time::now_ms;
 
 /// Total size of a record as stored: key, payload, header names and values.
 pub fn record_size(r: &Record) -> usize {
