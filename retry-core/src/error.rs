@@ -4,11 +4,17 @@ use crate::duration::DurationError;
 use crate::topics::TopicNameError;
 
 /// A setting with an invalid value; the message names the setting.
+///
+/// `setting` is the builder method that set it (`attempts`, `retry_suffix`, …), dotted for
+/// a part of one (`backoff.multiplier`, `auto_create_topics.partitions`), or the
+/// client-config key; the macro maps it back to the argument that set it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid setting `{setting}`: {reason}")]
 pub struct ConfigError {
     /// The setting, as named in the builder (or the client-config key).
     pub setting: String,
+    /// For a list setting (`topics`), the index of the element at fault.
+    pub item: Option<usize>,
     /// What is wrong with it.
     pub reason: String,
 }
@@ -16,7 +22,14 @@ pub struct ConfigError {
 impl ConfigError {
     /// A new error about `setting`.
     pub fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { setting: setting.into(), reason: reason.into() }
+        ConfigError { setting: setting.into(), item: None, reason: reason.into() }
+    }
+
+    /// The same error, about element `index` of a list setting.
+    #[must_use]
+    pub fn at(mut self, index: usize) -> Self {
+        self.item = Some(index);
+        self
     }
 }
 

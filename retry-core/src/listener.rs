@@ -15,10 +15,9 @@
 
 use std::sync::Arc;
 
-use crate::error::{ConfigError, Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::handler::Handler;
 use crate::policy::RetryPolicy;
-use crate::topics::validate_topic_name;
 pub use crate::topology::{Role, SourceTopics, Topology};
 
 struct Inner {
@@ -137,26 +136,10 @@ impl ListenerBuilder {
         if self.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty").into());
         }
-        if self.topics.is_empty() {
-            return Err(ConfigError::new("topics", "at least one source topic is required").into());
-        }
-        for t in &self.topics {
-            validate_topic_name(t).map_err(|e| ConfigError::new("topics", e.to_string()))?;
-        }
-        let group = self.group.filter(|g| !g.is_empty()).ok_or_else(|| ConfigError::new("group", "a consumer group is required"))?;
-        let handler = self.handler.ok_or_else(|| ConfigError::new("handler", "a handler is required"))?;
+        let group = self.group.unwrap_or_default();
         let policy = self.policy.unwrap_or_default();
         let topology = Topology::new(&self.topics, &group, &policy)?;
-        let mut all: Vec<&str> = topology.subscriptions();
-        all.extend(topology.sources().iter().filter_map(|s| s.dlt.as_deref()));
-        let mut sorted = all.clone();
-        sorted.sort_unstable();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::Config(ConfigError::new(
-                "topics",
-                format!("topic `{}` would be both a source and a retry/DLT topic (or is listed twice)", w[0]),
-            )));
-        }
+        let handler = self.handler.ok_or_else(|| ConfigError::new("handler", "a handler is required"))?;
         let max_queued_bytes = match self.max_queued_bytes {
             Some(0) => return Err(ConfigError::new("max_queued_bytes", "must be at least 1 byte").into()),
             Some(b) => b,

@@ -1,78 +1,197 @@
-//! Checks of the annotated function's signature.
+//! The check pass: retry-core judges the arguments.
+//!
+//! The macro builds the real [`Backoff`], [`RetryPolicy`] and [`Topology`] with retry-core's
+//! public builders at compile time (retry-core without its runtime) and maps each
+//! `ConfigError` back to the token of the argument that set it. The builder calls made
+//! here are the ones the expansion emits, so what was checked is what runs; no rule,
+//! default or enum of the core is copied into the macro.
 
-use syn::{FnArg, ItemFn, ReturnType, Type};
+use std::time::Duration;
 
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, ToTokens};
+
+use retry_core::backoff::{Backoff, BackoffParts};
+use retry_core::policy::RetryPolicyBuilder;
+use retry_core::topology::Topology;
+use retry_core::{ConfigError, RetryPolicy, TopicSpec};
+
+use crate::attr::{RetryableArgs, Spanned};
 use crate::ctxt::Ctxt;
+use crate::symbol::{Symbol, PARTITIONS, REPLICATION, TOPICS};
 
-/// How the handler takes its record.
-pub(crate) enum Payload {
-    /// Any `DeserializeOwned` type, read from JSON.
-    Json(Type),
-    /// The whole `Record`.
-    Record(Type),
+/// What the check pass hands to the expansion.
+pub(crate) struct Checked {
+    /// The source topics.
+    pub topics: Vec<syn::LitStr>,
+    /// The consumer group.
+    pub group: syn::LitStr,
+    /// The calls on `RetryPolicy::builder()` for the arguments written (`.attempts(900)`, …).
+    pub policy_calls: Vec<TokenStream>,
 }
 
-impl Payload {
-    pub(crate) fn ty(&self) -> &Type {
-        match self {
-            Payload::Json(t) | Payload::Record(t) => t,
-        }
+/// The builder calls, made at compile time and recorded for the expansion.
+struct Calls<'p> {
+    p: &'p TokenStream,
+    builder: RetryPolicyBuilder,
+    tokens: Vec<TokenStream>,
+}
+
+impl Calls<'_> {
+    fn call(&mut self, apply: impl FnOnce(RetryPolicyBuilder) -> RetryPolicyBuilder, tokens: TokenStream) {
+        self.builder = apply(std::mem::take(&mut self.builder));
+        self.tokens.push(tokens);
+    }
+
+    fn duration(&self, d: Duration) -> TokenStream {
+        let (p, secs, nanos) = (self.p, d.as_secs(), d.subsec_nanos());
+        quote!(#p::Duration::new(#secs, #nanos))
     }
 }
 
-fn is_record(ty: &Type) -> bool {
-    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Record" && s.arguments.is_none()))
+/// The value of an argument, if written.
+fn v<T: Copy>(arg: &Option<Spanned<T>>) -> Option<T> {
+    arg.as_ref().map(|a| a.value)
 }
 
-/// Checks that `f` can be served as a handler; errors go to `cx`.
-pub(crate) fn handler(cx: &Ctxt, f: &ItemFn, attr: &str) -> Option<Payload> {
-    let sig = &f.sig;
-    let mut ok = true;
-    if sig.asyncness.is_none() {
-        cx.error_spanned_by(sig.fn_token, format!("#[{attr}] needs an `async fn`"));
-        ok = false;
+/// A value of one of retry-core's enums as a path to its variant (`DltStrategy::NoDlt`).
+fn variant<T: std::fmt::Debug>(p: &TokenStream, ty: &str, value: T) -> TokenStream {
+    let (ty, v) = (format_ident!("{ty}"), format_ident!("{value:?}"));
+    quote!(#p::#ty::#v)
+}
+
+/// Checks `#[retryable_topic]`'s arguments with retry-core; errors go to `cx`.
+pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option<Checked> {
+    let mut errors = Vec::new();
+    let mut calls = Calls { p, builder: RetryPolicy::builder(), tokens: Vec::new() };
+
+    if let Some(n) = v(&a.attempts) {
+        calls.call(|b| b.attempts(n), quote!(.attempts(#n)));
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        cx.error_spanned_by(&sig.generics, format!("#[{attr}] handlers cannot be generic: the runtime must know the payload type"));
-        ok = false;
-    }
-    if let Some(c) = &sig.constness {
-        cx.error_spanned_by(c, format!("#[{attr}] handlers cannot be `const`"));
-        ok = false;
-    }
-    if let Some(abi) = &sig.abi {
-        cx.error_spanned_by(abi, format!("#[{attr}] handlers cannot have an `extern` ABI"));
-        ok = false;
-    }
-    if let ReturnType::Default = sig.output {
-        cx.error_spanned_by(
-            &sig.ident,
-            format!("#[{attr}] handlers return `Result<(), E>` so failures can be retried; add `-> Result<(), E>`"),
-        );
-        ok = false;
-    }
-    let args: Vec<&FnArg> = sig.inputs.iter().collect();
-    let payload = match args.as_slice() {
-        [FnArg::Typed(pat)] => Some(if is_record(&pat.ty) { Payload::Record((*pat.ty).clone()) } else { Payload::Json((*pat.ty).clone()) }),
-        [FnArg::Receiver(r)] => {
-            cx.error_spanned_by(r, format!("#[{attr}] goes on a free function, not a method"));
-            None
+    let parts =
+        BackoffParts { delay: v(&a.backoff), multiplier: v(&a.multiplier), linear_step: v(&a.linear_step), max_delay: v(&a.max_delay) };
+    if parts != BackoffParts::default() {
+        match parts.build() {
+            Ok(backoff) => {
+                let tokens = backoff_tokens(&calls, backoff);
+                calls.call(|b| b.backoff(backoff), quote!(.backoff(#tokens)));
+            }
+            Err(e) => errors.extend(e),
         }
-        [] => {
-            cx.error_spanned_by(
-                &sig.ident,
-                format!("#[{attr}] handlers take one argument: the payload (any `serde::Deserialize` type, read from JSON) or a `Record`"),
-            );
-            None
+    }
+    if let Some(j) = v(&a.jitter) {
+        calls.call(|b| b.jitter(j), quote!(.jitter(#j)));
+    }
+    if let Some(s) = &a.suffix {
+        let s = s.value.clone();
+        calls.call(|b| b.retry_suffix(s.clone()), quote!(.retry_suffix(#s)));
+    }
+    if let Some(s) = &a.dlt_suffix {
+        let s = s.value.clone();
+        calls.call(|b| b.dlt_suffix(s.clone()), quote!(.dlt_suffix(#s)));
+    }
+    if let Some(d) = v(&a.dlt) {
+        let t = variant(p, "DltStrategy", d);
+        calls.call(|b| b.dlt(d), quote!(.dlt(#t)));
+    }
+    if let Some(s) = v(&a.fixed_delay) {
+        let t = variant(p, "TopicStrategy", s);
+        calls.call(|b| b.topic_strategy(s), quote!(.topic_strategy(#t)));
+    }
+    if let Some(n) = v(&a.max_retry_topics) {
+        calls.call(|b| b.max_retry_topics(n), quote!(.max_retry_topics(#n)));
+    }
+    if let Some(g) = v(&a.group_naming) {
+        let t = variant(p, "GroupNaming", g);
+        calls.call(|b| b.group_naming(g), quote!(.group_naming(#t)));
+    }
+    if let Some(d) = v(&a.timeout) {
+        let t = calls.duration(d);
+        calls.call(|b| b.timeout(d), quote!(.timeout(#t)));
+    }
+    if let Some(n) = v(&a.blocking_attempts) {
+        calls.call(|b| b.blocking_attempts(n), quote!(.blocking_attempts(#n)));
+    }
+    if let Some(d) = v(&a.blocking_delay) {
+        let t = calls.duration(d);
+        calls.call(|b| b.blocking_delay(d), quote!(.blocking_delay(#t)));
+    }
+    let (partitions, replication) = (v(&a.partitions), v(&a.replication));
+    if v(&a.auto_create_topics) == Some(true) {
+        let spec = TopicSpec { partitions, replication };
+        let opt = |n: Option<i32>| match n {
+            Some(n) => quote!(::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::None),
+        };
+        let (pt, rt) = (opt(partitions), opt(replication));
+        calls.call(|b| b.auto_create_topics(spec), quote!(.auto_create_topics(#p::TopicSpec { partitions: #pt, replication: #rt })));
+    } else {
+        // The macro's own syntax: these two are parts of `auto_create_topics`.
+        for arg in [PARTITIONS, REPLICATION] {
+            if let Some(t) = a.tokens_of(arg) {
+                cx.error_spanned_by(t, format!("`{arg}` only applies with `auto_create_topics = true`"));
+            }
         }
-        _ => {
-            cx.error_spanned_by(&sig.inputs, format!("#[{attr}] handlers take exactly one argument: the payload (any `serde::Deserialize` type, read from JSON) or a `Record`"));
+    }
+
+    let policy = match std::mem::take(&mut calls.builder).check() {
+        Ok(policy) => Some(policy),
+        Err(e) => {
+            errors.extend(e);
             None
         }
     };
-    if ok {
-        payload
-    } else {
-        None
+    // The topics are checked under the policy as written, or the default one when it is
+    // invalid (its own errors are already reported), so both kinds come at once.
+    if let (Some(topics), Some(group)) = (&a.topics, &a.group) {
+        let names: Vec<String> = topics.value.iter().map(|t| t.value()).collect();
+        if let Err(e) = Topology::check(&names, &group.value.value(), &policy.clone().unwrap_or_default()) {
+            errors.extend(e);
+        }
+    }
+    for e in errors {
+        report(cx, a, e);
+    }
+    let (Some(topics), Some(group)) = (&a.topics, &a.group) else { return None };
+    policy.map(|_| Checked { topics: topics.value.clone(), group: group.value.clone(), policy_calls: calls.tokens })
+}
+
+/// The tokens that build `backoff` by hand.
+fn backoff_tokens(calls: &Calls<'_>, backoff: Backoff) -> TokenStream {
+    let p = calls.p;
+    match backoff {
+        Backoff::Fixed(d) => {
+            let d = calls.duration(d);
+            quote!(#p::Backoff::fixed(#d))
+        }
+        Backoff::Exponential { initial, multiplier, max } => {
+            let (d, m) = (calls.duration(initial), calls.duration(max));
+            quote!(#p::Backoff::exponential(#d, #multiplier, #m))
+        }
+        Backoff::Linear { initial, step, max } => {
+            let (d, s, m) = (calls.duration(initial), calls.duration(step), calls.duration(max));
+            quote!(#p::Backoff::linear(#d, #s, #m))
+        }
+        other => {
+            let msg = format!("retryable_topic cannot emit the backoff {other:?}; build this listener by hand");
+            quote!(::core::compile_error!(#msg))
+        }
+    }
+}
+
+/// Reports a core error at the token of the argument that set it (the element of a list
+/// where it names one), or at the attribute when the argument was left at its default.
+fn report(cx: &Ctxt, a: &RetryableArgs, e: ConfigError) {
+    let Some(arg) = Symbol::of_setting(&e.setting) else {
+        cx.syn_error(syn::Error::new(Span::call_site(), e.to_string()));
+        return;
+    };
+    let element = match (arg, e.item, &a.topics) {
+        (TOPICS, Some(i), Some(topics)) => topics.value.get(i).map(ToTokens::into_token_stream),
+        _ => None,
+    };
+    match element.or_else(|| a.tokens_of(arg).cloned()) {
+        Some(tokens) => cx.error_spanned_by(tokens, format!("`{arg}`: {}", e.reason)),
+        None => cx.syn_error(syn::Error::new(Span::call_site(), format!("`{arg}` (left at its default): {}", e.reason))),
     }
 }

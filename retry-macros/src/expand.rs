@@ -2,27 +2,21 @@
 //! `<crate>::__private` (absolute paths, one table of re-exports), so every listener can
 //! be written by hand just as well.
 
-use std::time::Duration;
-
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{parse_quote, ItemFn, Path, ReturnType};
 
-use crate::attr::{self, DltStrategy, FixedDelay, RetryableArgs};
-use crate::check::{self, Payload};
+use crate::attr;
+use crate::check;
 use crate::ctxt::Ctxt;
+use crate::signature::{self, Payload};
 
 /// The item unchanged, followed by the errors (so IDEs keep seeing the function).
 fn with_error(item: TokenStream, err: syn::Error) -> TokenStream {
     let mut tokens = item;
     tokens.extend(err.into_compile_error());
     tokens
-}
-
-fn duration(p: &TokenStream, d: Duration) -> TokenStream {
-    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
-    quote!(#p::Duration::new(#secs, #nanos))
 }
 
 fn private(krate: Option<Path>) -> TokenStream {
@@ -108,77 +102,6 @@ fn registration(p: &TokenStream, f: &ItemFn, name: &TokenStream, body: TokenStre
     }
 }
 
-fn policy(p: &TokenStream, a: &RetryableArgs) -> TokenStream {
-    let mut calls = Vec::new();
-    if let Some(n) = a.attempts {
-        calls.push(quote!(.attempts(#n)));
-    }
-    let initial = a.backoff.unwrap_or(Duration::from_secs(1));
-    let cap = a.max_delay.unwrap_or(Duration::from_secs(30)).max(initial);
-    let (d0, dmax) = (duration(p, initial), duration(p, cap));
-    let backoff = match (a.multiplier, a.linear_step) {
-        (Some(m), _) => quote!(#p::Backoff::exponential(#d0, #m, #dmax)),
-        (None, Some(step)) => {
-            let step = duration(p, step);
-            quote!(#p::Backoff::linear(#d0, #step, #dmax))
-        }
-        (None, None) => quote!(#p::Backoff::fixed(#d0)),
-    };
-    calls.push(quote!(.backoff(#backoff)));
-    if let Some(j) = a.jitter {
-        calls.push(quote!(.jitter(#j)));
-    }
-    if let Some(s) = &a.suffix {
-        calls.push(quote!(.retry_suffix(#s)));
-    }
-    if let Some(s) = &a.dlt_suffix {
-        calls.push(quote!(.dlt_suffix(#s)));
-    }
-    if let Some(d) = a.dlt {
-        let v = match d {
-            DltStrategy::AlwaysRetryOnError => quote!(AlwaysRetryOnError),
-            DltStrategy::FailOnError => quote!(FailOnError),
-            DltStrategy::NoDlt => quote!(NoDlt),
-        };
-        calls.push(quote!(.dlt(#p::DltStrategy::#v)));
-    }
-    if let Some(t) = a.fixed_delay {
-        let v = match t {
-            FixedDelay::SingleTopic => quote!(SingleTopic),
-            FixedDelay::MultipleTopics => quote!(MultipleTopics),
-        };
-        calls.push(quote!(.topic_strategy(#p::TopicStrategy::#v)));
-    }
-    if let Some(n) = a.max_retry_topics {
-        calls.push(quote!(.max_retry_topics(#n)));
-    }
-    if let Some(g) = a.group_naming {
-        let v = match g {
-            retry_core::GroupNaming::PerGroup => quote!(PerGroup),
-            retry_core::GroupNaming::Shared => quote!(Shared),
-        };
-        calls.push(quote!(.group_naming(#p::GroupNaming::#v)));
-    }
-    if let Some(t) = a.timeout {
-        let t = duration(p, t);
-        calls.push(quote!(.timeout(#t)));
-    }
-    if a.blocking_attempts.is_some() || a.blocking_delay.is_some() {
-        let n = a.blocking_attempts.unwrap_or(0);
-        let d = duration(p, a.blocking_delay.unwrap_or(Duration::from_millis(100)));
-        calls.push(quote!(.blocking_attempts(#n, #d)));
-    }
-    if a.auto_create_topics {
-        let opt = |v: Option<i32>| match v {
-            Some(n) => quote!(::core::option::Option::Some(#n)),
-            None => quote!(::core::option::Option::None),
-        };
-        let (parts, repl) = (opt(a.partitions), opt(a.replication));
-        calls.push(quote!(.auto_create_topics(#p::TopicSpec { partitions: #parts, replication: #repl })));
-    }
-    quote!(#p::RetryPolicy::builder() #(#calls)* .build()?)
-}
-
 /// Parses the annotated fn, its arguments (`parse_args`) and its signature, reporting every
 /// error at once; `Err` is the original fn with those errors, so the fn is still emitted.
 fn parse_handler<A>(
@@ -192,7 +115,7 @@ fn parse_handler<A>(
     };
     let cx = Ctxt::new();
     let parsed = parse_args(&cx);
-    let payload = check::handler(&cx, &f, what);
+    let payload = signature::handler(&cx, &f, what);
     if let Err(e) = cx.check() {
         return Err(with_error(item, e));
     }
@@ -214,18 +137,22 @@ fn emit(p: &TokenStream, f: &ItemFn, payload: &Payload, listener_name: &TokenStr
 
 /// `#[retryable_topic]`.
 pub(crate) fn retryable_topic(args: TokenStream, item: TokenStream) -> TokenStream {
-    let (f, mut a, payload) = match parse_handler(item, "retryable_topic", |cx| attr::parse_retryable(cx, args)) {
+    let parse_and_check = |cx: &Ctxt| {
+        let mut a = attr::parse_retryable(cx, args)?;
+        let p = private(a.krate.take().map(|k| k.value));
+        let checked = check::retryable(cx, &p, &a)?;
+        Some((a, p, checked))
+    };
+    let (f, (a, p, checked), payload) = match parse_handler(item, "retryable_topic", parse_and_check) {
         Ok(parsed) => parsed,
         Err(tokens) => return tokens,
     };
-    let p = private(a.krate.take());
-    let topics = &a.topics;
-    let group = &a.group;
-    let policy = policy(&p, &a);
+    let (topics, group) = (&checked.topics, &checked.group);
+    let calls = &checked.policy_calls;
     let handler = handler_call(&p, &f, &payload);
-    let listener_name = listener_name(&f, a.name.as_ref());
+    let listener_name = listener_name(&f, a.name.as_ref().map(|n| &n.value));
     let body = quote! {
-        let policy = #policy;
+        let policy = #p::RetryPolicy::builder() #(#calls)* .build()?;
         #p::Listener::builder(#listener_name)
             .topics([#(#topics),*])
             .group(#group)
@@ -242,9 +169,9 @@ pub(crate) fn dlt_handler(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(parsed) => parsed,
         Err(tokens) => return tokens,
     };
-    let p = private(a.krate.take());
-    let source = &a.listener;
-    let listener_name = listener_name(&f, a.name.as_ref());
+    let p = private(a.krate.take().map(|k| k.value));
+    let source = &a.listener.value;
+    let listener_name = listener_name(&f, a.name.as_ref().map(|n| &n.value));
     let handler = handler_call(&p, &f, &payload);
     let body = quote_spanned! {source.span()=>
         #source::listener()?.dead_letter_listener(#listener_name)?.handler(#handler).build()

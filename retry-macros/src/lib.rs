@@ -11,6 +11,8 @@ mod attr;
 mod check;
 mod ctxt;
 mod expand;
+mod signature;
+mod symbol;
 
 /// Declares a Kafka listener with non-blocking retries on an `async fn` handler.
 ///

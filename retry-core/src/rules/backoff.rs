@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::error::ConfigError;
+
 /// The delay schedule between attempts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -81,17 +83,88 @@ impl Backoff {
         }
     }
 
-    /// Checks the parameters; the message names the one at fault.
-    pub fn validate(&self) -> Result<(), String> {
-        match *self {
-            Backoff::Fixed(_) => Ok(()),
-            Backoff::Exponential { multiplier, .. } if !(multiplier >= 1.0 && multiplier.is_finite()) => {
-                Err(format!("backoff multiplier must be a finite number ≥ 1.0, got {multiplier}"))
+    /// Checks the parameters: every problem, each naming its parameter
+    /// (`backoff.multiplier`, `backoff.max_delay`).
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if let Backoff::Exponential { multiplier, .. } = *self {
+            if !(multiplier >= 1.0 && multiplier.is_finite()) {
+                errors.push(ConfigError::new("backoff.multiplier", format!("must be a finite number ≥ 1.0, got {multiplier}")));
             }
-            Backoff::Exponential { initial, max, .. } | Backoff::Linear { initial, max, .. } if max < initial => {
-                Err(format!("backoff max delay ({max:?}) must not be shorter than the initial delay ({initial:?})"))
+        }
+        if let Backoff::Exponential { initial, max, .. } | Backoff::Linear { initial, max, .. } = *self {
+            if max < initial {
+                errors.push(ConfigError::new(
+                    "backoff.max_delay",
+                    format!("must not be shorter than the first delay ({max:?} < {initial:?})"),
+                ));
             }
-            _ => Ok(()),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The delay of a backoff given none: one second (Spring's default).
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
+
+/// The cap of a growing backoff given none: 30 s, or the first delay if that is longer.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// A backoff by its parts, each optional, as the `#[retryable_topic]` arguments (or a
+/// command line) give them: a multiplier makes it exponential, a linear step linear,
+/// neither fixed. [`build`](Self::build) applies the defaults and checks every rule.
+///
+/// ```
+/// use std::time::Duration;
+/// use retry_core::backoff::{Backoff, BackoffParts};
+/// let s = Duration::from_secs;
+/// let b = BackoffParts { delay: Some(s(2)), multiplier: Some(2.0), ..Default::default() }.build().unwrap();
+/// assert_eq!(b, Backoff::exponential(s(2), 2.0, s(30)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BackoffParts {
+    /// Delay before the first retry ([`DEFAULT_DELAY`] if unset).
+    pub delay: Option<Duration>,
+    /// Growth factor per retry: exponential backoff.
+    pub multiplier: Option<f64>,
+    /// Added per retry: linear backoff.
+    pub linear_step: Option<Duration>,
+    /// Cap of a growing backoff ([`DEFAULT_MAX_DELAY`], or `delay` if longer, if unset).
+    pub max_delay: Option<Duration>,
+}
+
+impl BackoffParts {
+    /// The backoff these parts describe, or every problem, each naming its part
+    /// (`backoff.delay`, `backoff.multiplier`, `backoff.linear_step`, `backoff.max_delay`).
+    pub fn build(self) -> Result<Backoff, Vec<ConfigError>> {
+        let delay = self.delay.unwrap_or(DEFAULT_DELAY);
+        let max = self.max_delay.unwrap_or(DEFAULT_MAX_DELAY.max(delay));
+        let mut errors = Vec::new();
+        if self.multiplier.is_some() && self.linear_step.is_some() {
+            errors.push(ConfigError::new("backoff.linear_step", "excludes a multiplier: pick linear or exponential backoff"));
+        }
+        if self.multiplier.is_none() && self.linear_step.is_none() && self.max_delay.is_some() {
+            errors.push(ConfigError::new(
+                "backoff.max_delay",
+                "caps a growing backoff: add a multiplier (exponential) or a linear step (linear)",
+            ));
+        }
+        let backoff = match (self.multiplier, self.linear_step) {
+            (Some(multiplier), _) => Backoff::exponential(delay, multiplier, max),
+            (None, Some(step)) => Backoff::linear(delay, step, max),
+            (None, None) => Backoff::fixed(delay),
+        };
+        if let Err(more) = backoff.validate() {
+            errors.extend(more);
+        }
+        if errors.is_empty() {
+            Ok(backoff)
+        } else {
+            Err(errors)
         }
     }
 }
@@ -146,10 +219,26 @@ mod tests {
 
     #[test]
     fn validation_names_the_parameter() {
-        assert!(Backoff::exponential(S, 0.5, 9 * S).validate().unwrap_err().contains("multiplier"));
-        assert!(Backoff::exponential(S, f64::NAN, 9 * S).validate().is_err());
-        assert!(Backoff::linear(9 * S, S, S).validate().unwrap_err().contains("max delay"));
+        let settings = |b: Backoff| b.validate().unwrap_err().into_iter().map(|e| e.setting).collect::<Vec<_>>();
+        assert_eq!(settings(Backoff::exponential(S, 0.5, 9 * S)), ["backoff.multiplier"]);
+        assert_eq!(settings(Backoff::exponential(S, f64::NAN, 9 * S)), ["backoff.multiplier"]);
+        assert_eq!(settings(Backoff::linear(9 * S, S, S)), ["backoff.max_delay"]);
+        assert_eq!(settings(Backoff::exponential(9 * S, 0.5, S)), ["backoff.multiplier", "backoff.max_delay"]);
         assert!(Backoff::default().validate().is_ok());
+    }
+
+    #[test]
+    fn parts_apply_the_defaults_and_report_every_problem() {
+        let parts = |delay, multiplier, linear_step, max_delay| BackoffParts { delay, multiplier, linear_step, max_delay }.build();
+        assert_eq!(parts(None, None, None, None).unwrap(), Backoff::fixed(DEFAULT_DELAY));
+        assert_eq!(parts(Some(5 * S), None, None, None).unwrap(), Backoff::fixed(5 * S));
+        assert_eq!(parts(Some(S), Some(2.0), None, None).unwrap(), Backoff::exponential(S, 2.0, DEFAULT_MAX_DELAY));
+        // A first delay longer than the default cap is its own cap.
+        assert_eq!(parts(Some(60 * S), None, Some(S), None).unwrap(), Backoff::linear(60 * S, S, 60 * S));
+        let settings = |r: Result<Backoff, Vec<ConfigError>>| r.unwrap_err().into_iter().map(|e| e.setting).collect::<Vec<_>>();
+        assert_eq!(settings(parts(None, Some(2.0), Some(S), None)), ["backoff.linear_step"]);
+        assert_eq!(settings(parts(None, None, None, Some(S))), ["backoff.max_delay"]);
+        assert_eq!(settings(parts(Some(9 * S), Some(0.5), None, Some(S))), ["backoff.multiplier", "backoff.max_delay"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | group in topic names | per group | [`group_naming`](RetryPolicyBuilder::group_naming) |
 //! | global timeout | none | [`timeout`](RetryPolicyBuilder::timeout) |
 //! | in-memory blocking attempts | 0 | [`blocking_attempts`](RetryPolicyBuilder::blocking_attempts) |
+//! | pause between them | 100 ms | [`blocking_delay`](RetryPolicyBuilder::blocking_delay) |
 //! | auto-create retry/DLT topics | off | [`auto_create_topics`](RetryPolicyBuilder::auto_create_topics) |
 
 use std::time::Duration;
@@ -37,6 +38,15 @@ pub enum DltStrategy {
     NoDlt,
 }
 
+impl DltStrategy {
+    /// Each strategy by the name the macro and the command line use.
+    pub const NAMES: [(&'static str, DltStrategy); 3] = [
+        ("always_retry_on_error", DltStrategy::AlwaysRetryOnError),
+        ("fail_on_error", DltStrategy::FailOnError),
+        ("no_dlt", DltStrategy::NoDlt),
+    ];
+}
+
 /// How retry topics are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum TopicStrategy {
@@ -49,6 +59,12 @@ pub enum TopicStrategy {
     /// later attempts. Each topic holds records of a single delay, so none waits behind a
     /// longer one.
     MultipleTopics,
+}
+
+impl TopicStrategy {
+    /// Each layout by the name the macro and the command line use.
+    pub const NAMES: [(&'static str, TopicStrategy); 2] =
+        [("single_topic", TopicStrategy::SingleTopic), ("multiple_topics", TopicStrategy::MultipleTopics)];
 }
 
 /// Partitions and replication of retry and DLT topics created by the framework.
@@ -267,11 +283,15 @@ impl RetryPolicyBuilder {
         self.policy.timeout = Some(timeout);
         self
     }
-    /// Tries `attempts` more times in memory, `delay` apart, before the first republish
-    /// (for blips shorter than a round trip through the retry topic). These do not count
-    /// toward [`attempts`](Self::attempts).
-    pub fn blocking_attempts(mut self, attempts: u32, delay: Duration) -> Self {
+    /// Tries `attempts` more times in memory, [`blocking_delay`](Self::blocking_delay)
+    /// apart, before the first republish (for blips shorter than a round trip through the
+    /// retry topic). These do not count toward [`attempts`](Self::attempts).
+    pub fn blocking_attempts(mut self, attempts: u32) -> Self {
         self.policy.blocking_attempts = attempts;
+        self
+    }
+    /// The pause between in-memory attempts.
+    pub fn blocking_delay(mut self, delay: Duration) -> Self {
         self.policy.blocking_delay = delay;
         self
     }
@@ -282,33 +302,52 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// Checks every setting; the error names the setting at fault.
+    /// Checks every setting; the error names the (first) setting at fault.
     pub fn build(self) -> Result<RetryPolicy> {
+        self.check().map_err(|mut errors| errors.swap_remove(0).into())
+    }
+
+    /// Checks every setting and reports every problem, each naming its setting (the
+    /// builder method that set it), so a caller can point at each one: the macro does so
+    /// at compile time.
+    pub fn check(self) -> std::result::Result<RetryPolicy, Vec<ConfigError>> {
         let p = self.policy;
+        let mut errors = Vec::new();
         if p.attempts < 1 {
-            return Err(ConfigError::new("attempts", "must be at least 1 (the first attempt counts)").into());
+            errors.push(ConfigError::new("attempts", "must be at least 1 (the first attempt counts)"));
         }
-        p.backoff.validate().map_err(|reason| ConfigError::new("backoff", reason))?;
+        if let Err(backoff) = p.backoff.validate() {
+            errors.extend(backoff);
+        }
         if !(0.0..=1.0).contains(&p.jitter) {
-            return Err(ConfigError::new("jitter", format!("must be within 0.0..=1.0, got {}", p.jitter)).into());
+            errors.push(ConfigError::new("jitter", format!("must be within 0.0..=1.0, got {}", p.jitter)));
         }
-        topics::validate_suffix(&p.retry_suffix).map_err(|e| ConfigError::new("retry_suffix", e.to_string()))?;
-        topics::validate_suffix(&p.dlt_suffix).map_err(|e| ConfigError::new("dlt_suffix", e.to_string()))?;
+        let retry_suffix = topics::validate_suffix(&p.retry_suffix).map_err(|e| ConfigError::new("retry_suffix", e.to_string()));
+        let dlt_suffix = topics::validate_suffix(&p.dlt_suffix).map_err(|e| ConfigError::new("dlt_suffix", e.to_string()));
+        errors.extend(retry_suffix.err());
+        errors.extend(dlt_suffix.err());
         if p.retry_suffix == p.dlt_suffix {
-            return Err(ConfigError::new("dlt_suffix", "must differ from the retry suffix").into());
+            errors.push(ConfigError::new(
+                "dlt_suffix",
+                format!("must differ from the retry suffix (both are `{}`): retry and dead-letter topics would share names", p.dlt_suffix),
+            ));
         }
         if p.max_retry_topics < 1 {
-            return Err(ConfigError::new("max_retry_topics", "must be at least 1").into());
+            errors.push(ConfigError::new("max_retry_topics", "must be at least 1"));
         }
         if let Some(spec) = p.auto_create {
             if spec.partitions.is_some_and(|n| n < 1) {
-                return Err(ConfigError::new("auto_create_topics.partitions", "must be at least 1").into());
+                errors.push(ConfigError::new("auto_create_topics.partitions", "must be at least 1"));
             }
             if spec.replication.is_some_and(|n| n < 1) {
-                return Err(ConfigError::new("auto_create_topics.replication", "must be at least 1").into());
+                errors.push(ConfigError::new("auto_create_topics.replication", "must be at least 1"));
             }
         }
-        Ok(p)
+        if errors.is_empty() {
+            Ok(p)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -358,6 +397,20 @@ mod tests {
         assert_eq!(h(Backoff::fixed(s(5)), 0.5), Duration::from_millis(12_500));
         assert_eq!(h(Backoff::fixed(s(300)), 0.0), s(360));
         assert_eq!(h(Backoff::exponential(s(1), 2.0, s(30)), 0.0), s(60));
+    }
+
+    #[test]
+    fn check_reports_every_problem() {
+        let errors = RetryPolicy::builder()
+            .attempts(0)
+            .jitter(2.0)
+            .retry_suffix("-x")
+            .dlt_suffix("-x")
+            .backoff(Backoff::exponential(Duration::from_secs(1), 0.5, Duration::from_secs(9)))
+            .check()
+            .unwrap_err();
+        let settings: Vec<&str> = errors.iter().map(|e| e.setting.as_str()).collect();
+        assert_eq!(settings, ["attempts", "backoff.multiplier", "jitter", "dlt_suffix"]);
     }
 
     #[test]

@@ -102,6 +102,11 @@ pub enum GroupNaming {
     Shared,
 }
 
+impl GroupNaming {
+    /// Each naming by the name the macro and the command line use.
+    pub const NAMES: [(&'static str, GroupNaming); 2] = [("per_group", GroupNaming::PerGroup), ("shared", GroupNaming::Shared)];
+}
+
 fn derived(source: &str, suffix: &str, group: &str, naming: GroupNaming) -> String {
     match naming {
         GroupNaming::PerGroup => format!("{source}{suffix}-{group}"),

@@ -35,10 +35,7 @@ impl audit {
             .topic_strategy(::my_crate::__private::TopicStrategy::MultipleTopics)
             .max_retry_topics(4usize)
             .timeout(::my_crate::__private::Duration::new(3600u64, 0u32))
-            .blocking_attempts(
-                2u32,
-                ::my_crate::__private::Duration::new(0u64, 100000000u32),
-            )
+            .blocking_attempts(2u32)
             .auto_create_topics(::my_crate::__private::TopicSpec {
                 partitions: ::core::option::Option::Some(3i32),
                 replication: ::core::option::Option::None,
