@@ -8,7 +8,7 @@
 //!
 //! The layout shows the architecture:
 //!
-//! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`topics`],
+//! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`breaker`], [`topics`],
 //!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`]); the proc-macro
 //!   shares them without linking librdkafka;
 //! * `engine/`: the consumer core, which carries the rules' plans out against the broker
@@ -21,6 +21,7 @@
 /// Pure rules: no I/O, decided from their inputs and `now`.
 mod rules {
     pub mod backoff;
+    pub mod breaker;
     pub mod decision;
     pub mod duration;
     pub mod headers;
@@ -29,7 +30,7 @@ mod rules {
     pub mod topics;
     pub mod topology;
 }
-pub use rules::{backoff, decision, duration, headers, journey, policy, topics, topology};
+pub use rules::{backoff, breaker, decision, duration, headers, journey, policy, topics, topology};
 
 pub mod error;
 
@@ -58,6 +59,7 @@ pub mod runtime;
 pub mod time;
 
 pub use backoff::Backoff;
+pub use breaker::CircuitBreaker;
 pub use error::{ConfigError, Error, Result};
 pub use policy::{DltStrategy, RetryPolicy, RetryPolicyBuilder, TopicSpec, TopicStrategy};
 pub use topics::GroupNaming;
@@ -78,6 +80,7 @@ pub use {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backoff::Backoff;
+    pub use crate::breaker::CircuitBreaker;
     pub use crate::duration::parse_duration;
     pub use crate::handler::{json, record, HandlerError};
     pub use crate::listener::Listener;
