@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use crate::breaker::CircuitBreaker;
 use crate::error::{ConfigError, Result};
 use crate::handler::Handler;
 use crate::policy::RetryPolicy;
@@ -27,6 +28,7 @@ struct Inner {
     handler: Arc<dyn Handler>,
     topology: Topology,
     max_queued_bytes: usize,
+    circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// A validated listener; cheap to clone.
@@ -49,7 +51,15 @@ impl std::fmt::Debug for Listener {
 impl Listener {
     /// Starts a listener named `name` (for logs and metrics; unique within a runtime).
     pub fn builder(name: impl Into<String>) -> ListenerBuilder {
-        ListenerBuilder { name: name.into(), topics: Vec::new(), group: None, policy: None, handler: None, max_queued_bytes: None }
+        ListenerBuilder {
+            name: name.into(),
+            topics: Vec::new(),
+            group: None,
+            policy: None,
+            handler: None,
+            max_queued_bytes: None,
+            circuit_breaker: None,
+        }
     }
     /// Its name.
     pub fn name(&self) -> &str {
@@ -74,6 +84,10 @@ impl Listener {
     pub fn max_queued_bytes(&self) -> usize {
         self.inner.max_queued_bytes
     }
+    /// Its circuit breaker, if on.
+    pub fn circuit_breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.circuit_breaker.as_ref()
+    }
     /// A builder for a listener of this listener's DLTs: group `<group>-dlt`, one attempt,
     /// no DLT of its own. Set its handler and build.
     pub fn dead_letter_listener(&self, name: impl Into<String>) -> Result<ListenerBuilder> {
@@ -95,6 +109,7 @@ pub struct ListenerBuilder {
     policy: Option<RetryPolicy>,
     handler: Option<Arc<dyn Handler>>,
     max_queued_bytes: Option<usize>,
+    circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl ListenerBuilder {
@@ -131,6 +146,15 @@ impl ListenerBuilder {
         self.max_queued_bytes = Some(bytes);
         self
     }
+    /// Turns the circuit breaker on (off by default): when failures look like an outage
+    /// (many calls, most failing, across many keys) the listener stops republishing,
+    /// holds the failing record and pauses every partition until a probe succeeds; one
+    /// bad record among good ones still goes the non-blocking way. See
+    /// [`CircuitBreaker`].
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
     /// Checks everything and derives the topic names.
     pub fn build(self) -> Result<Listener> {
         if self.name.is_empty() {
@@ -145,7 +169,11 @@ impl ListenerBuilder {
             Some(b) => b,
             None => crate::engine::DEFAULT_BUDGET_BYTES,
         };
-        Ok(Listener { inner: Arc::new(Inner { name: self.name, group, policy, handler, topology, max_queued_bytes }) })
+        if let Some(Err(mut errors)) = self.circuit_breaker.as_ref().map(CircuitBreaker::check) {
+            return Err(errors.swap_remove(0).into());
+        }
+        let circuit_breaker = self.circuit_breaker;
+        Ok(Listener { inner: Arc::new(Inner { name: self.name, group, policy, handler, topology, max_queued_bytes, circuit_breaker }) })
     }
 }
 

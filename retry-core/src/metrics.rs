@@ -14,8 +14,13 @@ pub struct Metrics {
     malformed_headers: AtomicU64,
     stopped_partitions: AtomicU64,
     publish_failed: AtomicU64,
+    breaker_opened: AtomicU64,
+    breaker_probes: AtomicU64,
+    breaker_closed: AtomicU64,
+    held_by_breaker: AtomicU64,
     queued_bytes: AtomicU64,
     peak_queued_bytes: AtomicU64,
+    breaker_open: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -40,6 +45,18 @@ pub struct MetricsSnapshot {
     /// Records the retry topic refused for good (e.g. too large once the retry headers are
     /// added); they went to the DLT with reason `publish-failed`, or were dropped.
     pub publish_failed: u64,
+    /// Times the circuit breaker opened (an outage was suspected).
+    pub breaker_opened: u64,
+    /// Probe calls made while the breaker was open.
+    pub breaker_probes: u64,
+    /// Times the breaker closed after a successful probe.
+    pub breaker_closed: u64,
+    /// Failed records held in place (not republished, not counted as an attempt) because
+    /// the breaker was open.
+    pub held_by_breaker: u64,
+    /// Listeners whose handling is held now by an open breaker or an operator's pause
+    /// (gauge: 0 or 1 per listener, summed).
+    pub breaker_open: u64,
     /// Bytes of records queued in the listener now (gauge; summed over listeners).
     pub queued_bytes: u64,
     /// The most bytes ever queued at once (never above the listener's budget but for a
@@ -59,6 +76,11 @@ impl std::ops::Add for MetricsSnapshot {
             malformed_headers: self.malformed_headers + o.malformed_headers,
             stopped_partitions: self.stopped_partitions + o.stopped_partitions,
             publish_failed: self.publish_failed + o.publish_failed,
+            breaker_opened: self.breaker_opened + o.breaker_opened,
+            breaker_probes: self.breaker_probes + o.breaker_probes,
+            breaker_closed: self.breaker_closed + o.breaker_closed,
+            held_by_breaker: self.held_by_breaker + o.held_by_breaker,
+            breaker_open: self.breaker_open + o.breaker_open,
             queued_bytes: self.queued_bytes + o.queued_bytes,
             peak_queued_bytes: self.peak_queued_bytes.max(o.peak_queued_bytes),
         }
@@ -69,7 +91,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} breaker-opened={} held-by-breaker={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -78,6 +100,8 @@ impl std::fmt::Display for MetricsSnapshot {
             self.malformed_headers,
             self.stopped_partitions,
             self.publish_failed,
+            self.breaker_opened,
+            self.held_by_breaker,
             self.peak_queued_bytes
         )
     }
@@ -93,6 +117,7 @@ macro_rules! counters {
                 MetricsSnapshot {
                     $($name: self.$name.load(Relaxed),)*
                     queued_bytes: self.queued_bytes.load(Relaxed),
+                    breaker_open: self.breaker_open.load(Relaxed),
                     peak_queued_bytes: self.peak_queued_bytes.load(Relaxed),
                 }
             }
@@ -104,6 +129,11 @@ macro_rules! counters {
                 if bytes > self.peak_queued_bytes.load(Relaxed) {
                     self.peak_queued_bytes.fetch_max(bytes, Relaxed);
                 }
+            }
+
+            /// Records whether handling is held by the breaker or an operator now.
+            pub(crate) fn set_breaker_open(&self, open: bool) {
+                self.breaker_open.store(u64::from(open), Relaxed);
             }
 
             /// Records the bytes queued now.
@@ -125,4 +155,8 @@ counters! {
     malformed_headers => inc_malformed_headers,
     stopped_partitions => inc_stopped_partitions,
     publish_failed => inc_publish_failed,
+    breaker_opened => inc_breaker_opened,
+    breaker_probes => inc_breaker_probes,
+    breaker_closed => inc_breaker_closed,
+    held_by_breaker => inc_held_by_breaker,
 }

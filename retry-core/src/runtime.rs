@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::client_error;
 use crate::config::KafkaConfig;
-use crate::engine::{self, Budget, ListenerConsumer, ListenerContext, Partitions, Publisher, Shared};
+use crate::engine::{self, Budget, Circuit, ListenerConsumer, ListenerContext, Partitions, Publisher, Shared};
 use crate::error::{ConfigError, Error, Result};
 use crate::listener::Listener;
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -251,6 +251,7 @@ impl Runtime {
         let mut tasks = Vec::new();
         let mut metrics = Vec::new();
         let mut assignments = Vec::new();
+        let mut circuits = Vec::new();
         for (listener, consumer, partitions, assigned) in consumers {
             assignments.push(assigned);
             let topics = listener.topology().subscriptions();
@@ -262,7 +263,9 @@ impl Runtime {
             metrics.push((listener.name().to_owned(), Arc::clone(&m)));
             let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
             let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));
-            let shared = Arc::new(Shared { listener, publisher: Arc::clone(&publisher), metrics: m, consumer, budget, requests });
+            let circuit = Arc::new(Circuit::new(listener.name(), listener.circuit_breaker().copied(), Arc::clone(&m)));
+            circuits.push((listener.name().to_owned(), Arc::clone(&circuit)));
+            let shared = Arc::new(Shared { listener, publisher: Arc::clone(&publisher), metrics: m, consumer, budget, circuit, requests });
             let grace = self.shutdown_grace;
             let token = shutdown.clone();
             tasks.push(tokio::spawn(async move {
@@ -271,7 +274,7 @@ impl Runtime {
                 let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
             }));
         }
-        Ok(RunningRuntime { shutdown, tasks, metrics, publisher, assignments })
+        Ok(RunningRuntime { shutdown, tasks, metrics, publisher, assignments, circuits })
     }
 
     /// Starts, runs until `signal` completes, then shuts down gracefully.
@@ -297,6 +300,7 @@ pub struct RunningRuntime {
     metrics: Vec<(String, Arc<Metrics>)>,
     publisher: Arc<Publisher>,
     assignments: Vec<Arc<AtomicUsize>>,
+    circuits: Vec<(String, Arc<Circuit>)>,
 }
 
 impl std::fmt::Debug for RunningRuntime {
@@ -314,6 +318,28 @@ impl RunningRuntime {
     pub fn listener_metrics(&self, name: &str) -> Option<MetricsSnapshot> {
         self.metrics.iter().find(|(n, _)| n == name).map(|(_, m)| m.snapshot())
     }
+    /// Pauses a listener by hand (say, a dependency is known to be down): nothing more is
+    /// handled, every partition of it is paused in place, nothing is republished or
+    /// skipped, until [`resume`](Self::resume). Works with or without a circuit breaker.
+    /// Errs for an unknown listener name.
+    pub fn pause(&self, listener: &str) -> Result<()> {
+        self.circuit(listener).map(|c| c.pause())
+    }
+
+    /// Ends a pause by hand, and closes the listener's circuit breaker if it was open:
+    /// its partitions resume where they stopped, in order.
+    pub fn resume(&self, listener: &str) -> Result<()> {
+        self.circuit(listener).map(|c| c.resume())
+    }
+
+    fn circuit(&self, listener: &str) -> Result<&Circuit> {
+        self.circuits
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, c)| &**c)
+            .ok_or_else(|| ConfigError::new("listener", format!("no listener named `{listener}` in this runtime")).into())
+    }
+
     /// Waits until every listener has joined its group and holds at least one partition;
     /// `false` if that takes longer than `timeout`. Handy before producing in demos and
     /// tests (records produced earlier are not lost either way).

@@ -84,6 +84,7 @@ pub(crate) struct RetryableArgs {
     pub auto_create_topics: Option<Spanned<bool>>,
     pub partitions: Option<Spanned<i32>>,
     pub replication: Option<Spanned<i32>>,
+    pub circuit_breaker: Option<Spanned<bool>>,
     pub name: Option<Spanned<String>>,
     pub krate: Option<Spanned<Path>>,
 }
@@ -115,6 +116,7 @@ impl RetryableArgs {
             AUTO_CREATE_TOPICS => t(&self.auto_create_topics),
             PARTITIONS => t(&self.partitions),
             REPLICATION => t(&self.replication),
+            CIRCUIT_BREAKER => t(&self.circuit_breaker),
             NAME => t(&self.name),
             CRATE => t(&self.krate),
             _ => None,
@@ -267,6 +269,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
     let mut auto_create_topics = Attr::none(cx, AUTO_CREATE_TOPICS);
     let mut partitions = Attr::none(cx, PARTITIONS);
     let mut replication = Attr::none(cx, REPLICATION);
+    let mut circuit_breaker = Attr::none(cx, CIRCUIT_BREAKER);
     let mut name = Attr::none(cx, NAME);
     let mut krate = Attr::none(cx, CRATE);
 
@@ -296,6 +299,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
             AUTO_CREATE_TOPICS => auto_create_topics.set_opt(&v, lit_bool(cx, &v, key)),
             PARTITIONS => partitions.set_opt(&v, lit_int(cx, &v, key)),
             REPLICATION => replication.set_opt(&v, lit_int(cx, &v, key)),
+            CIRCUIT_BREAKER => circuit_breaker.set_opt(&v, lit_bool(cx, &v, key)),
             NAME => name.set_opt(&v, lit_str(cx, &v, key).map(|s| s.value())),
             CRATE => krate.set_opt(&v, path_in_str(cx, &v, key)),
             _ => unreachable!("`{key}` is listed in RETRYABLE_TOPIC but not read"),
@@ -333,6 +337,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         auto_create_topics: auto_create_topics.get(),
         partitions: partitions.get(),
         replication: replication.get(),
+        circuit_breaker: circuit_breaker.get(),
         name: name.get(),
         krate: krate.get(),
     })

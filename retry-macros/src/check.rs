@@ -28,6 +28,8 @@ pub(crate) struct Checked {
     pub group: syn::LitStr,
     /// The calls on `RetryPolicy::builder()` for the arguments written (`.attempts(900)`, …).
     pub policy_calls: Vec<TokenStream>,
+    /// The calls on `Listener::builder(..)` beside topics, group, policy and handler.
+    pub listener_calls: Vec<TokenStream>,
 }
 
 /// The builder calls, made at compile time and recorded for the expansion.
@@ -152,8 +154,12 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
     for e in errors {
         report(cx, a, e);
     }
+    let mut listener_calls = Vec::new();
+    if v(&a.circuit_breaker) == Some(true) {
+        listener_calls.push(quote!(.circuit_breaker(#p::CircuitBreaker::default())));
+    }
     let (Some(topics), Some(group)) = (&a.topics, &a.group) else { return None };
-    policy.map(|_| Checked { topics: topics.value.clone(), group: group.value.clone(), policy_calls: calls.tokens })
+    policy.map(|_| Checked { topics: topics.value.clone(), group: group.value.clone(), policy_calls: calls.tokens, listener_calls })
 }
 
 /// The tokens that build `backoff` by hand.

@@ -149,6 +149,7 @@ pub(crate) fn retryable_topic(args: TokenStream, item: TokenStream) -> TokenStre
     };
     let (topics, group) = (&checked.topics, &checked.group);
     let calls = &checked.policy_calls;
+    let listener_calls = &checked.listener_calls;
     let handler = handler_call(&p, &f, &payload);
     let listener_name = listener_name(&f, a.name.as_ref().map(|n| &n.value));
     let body = quote! {
@@ -158,6 +159,7 @@ pub(crate) fn retryable_topic(args: TokenStream, item: TokenStream) -> TokenStre
             .group(#group)
             .policy(policy)
             .handler(#handler)
+            #(#listener_calls)*
             .build()
     };
     emit(&p, &f, &payload, &listener_name, body, "retryable_topic")
@@ -235,6 +237,7 @@ mod tests {
             blocking_attempts = 2,
             auto_create_topics = true,
             partitions = 3,
+            circuit_breaker = true,
             name = "audit",
             crate = "::my_crate"
         );

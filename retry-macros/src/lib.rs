@@ -54,6 +54,7 @@ mod symbol;
 /// | `auto_create_topics` | bool | `false` | create *missing* retry/DLT topics at startup (never alters existing ones) |
 /// | `partitions` | integer ≥ 1 | the source's | partitions of created topics |
 /// | `replication` | integer ≥ 1 | the broker's default | replication of created topics |
+/// | `circuit_breaker` | bool | `false` | tell an outage from an outlier: pause instead of republishing when most calls fail across many keys (`CircuitBreaker::default()`) |
 /// | `name` | string | the handler's path | listener name in logs and metrics |
 /// | `crate` | string path | `"::retryable_topic"` | where the facade crate is, if renamed |
 ///

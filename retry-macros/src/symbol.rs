@@ -29,6 +29,7 @@ pub(crate) const BLOCKING_DELAY: Symbol = Symbol("blocking_delay");
 pub(crate) const AUTO_CREATE_TOPICS: Symbol = Symbol("auto_create_topics");
 pub(crate) const PARTITIONS: Symbol = Symbol("partitions");
 pub(crate) const REPLICATION: Symbol = Symbol("replication");
+pub(crate) const CIRCUIT_BREAKER: Symbol = Symbol("circuit_breaker");
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const LISTENER: Symbol = Symbol("listener");
@@ -55,6 +56,7 @@ pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
     AUTO_CREATE_TOPICS,
     PARTITIONS,
     REPLICATION,
+    CIRCUIT_BREAKER,
     NAME,
     CRATE,
 ];

@@ -6,9 +6,11 @@
 //! * [`owner`]: one task per assigned partition, the single owner of its state
 //!   ([`partition`]): records handled in order ([`execute`]), republishes pipelined
 //!   ([`publish`]), offsets stored as a contiguous watermark ([`window`]);
-//! * [`rebalance`]: assignment and revocation, fenced by generation.
+//! * [`rebalance`]: assignment and revocation, fenced by generation;
+//! * [`circuit`]: the listener's circuit breaker and manual pause, watched by every owner.
 
 mod budget;
+mod circuit;
 mod dispatch;
 mod execute;
 mod owner;
@@ -26,6 +28,7 @@ use crate::listener::Listener;
 use crate::metrics::Metrics;
 
 pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
+pub(crate) use circuit::Circuit;
 pub(crate) use dispatch::run;
 pub(crate) use owner::Request;
 pub(crate) use publish::Publisher;
@@ -41,5 +44,6 @@ pub(crate) struct Shared {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) budget: Budget,
+    pub(crate) circuit: Arc<Circuit>,
     pub(crate) requests: mpsc::UnboundedSender<Request>,
 }

@@ -18,12 +18,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
 use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::circuit::{self, Gate, Pass};
 use super::execute;
 use super::partition::{PartitionSlot, PauseReason};
 use super::publish::{acknowledged, PublishError};
@@ -129,8 +130,12 @@ pub(crate) fn spawn(
     let source = shared.listener.topology().role(slot.topic()).map(|r| match r {
         Role::Source(s) | Role::Retry(s, _) => s.clone(),
     });
+    let gate = shared.circuit.subscribe();
     let owner = Owner {
         shared,
+        gate,
+        breaker_hold: false,
+        probe_at: None,
         slot,
         source,
         inbox: rx,
@@ -173,6 +178,12 @@ enum Outcome {
 
 struct Owner {
     shared: Arc<Shared>,
+    /// The listener's circuit: held while its breaker is open or an operator paused it.
+    gate: watch::Receiver<Gate>,
+    /// The head of the queue waits for the gate (the breaker is open).
+    breaker_hold: bool,
+    /// When the breaker's next probe may go, while held.
+    probe_at: Option<i64>,
     slot: Arc<PartitionSlot>,
     source: Option<SourceTopics>,
     inbox: mpsc::UnboundedReceiver<Batch>,
@@ -198,13 +209,16 @@ struct Owner {
 impl Owner {
     async fn run(mut self) {
         let mut inbox_open = true;
+        let mut gate_open = true;
+        self.apply_gate();
         loop {
             if self.window.in_flight() > 0 {
                 self.window.poll_ready();
                 self.drain_window();
             }
             let cancelled = self.cancel.is_cancelled();
-            if !cancelled && !self.stopped && self.not_due_until.is_none() && self.window.in_flight() < MAX_IN_FLIGHT {
+            if !cancelled && !self.stopped && !self.breaker_hold && self.not_due_until.is_none() && self.window.in_flight() < MAX_IN_FLIGHT
+            {
                 if let Some(record) = self.queue.pop_front() {
                     self.take(record).await;
                     if self.finished_since_store >= STORE_EVERY {
@@ -217,9 +231,8 @@ impl Owner {
             if (cancelled || self.stopped) && self.window.is_empty() {
                 break;
             }
-            let due = self.not_due_until.map(|until| {
-                tokio::time::Instant::now() + Duration::from_millis(u64::try_from(until.saturating_sub(now_ms())).unwrap_or(0))
-            });
+            let due = self.not_due_until.map(instant_at);
+            let probe_at = self.probe_at.filter(|_| self.breaker_hold);
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
@@ -228,6 +241,15 @@ impl Owner {
                     None => inbox_open = false,
                 },
                 () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => self.wake_up(),
+                changed = self.gate.changed(), if gate_open => match changed {
+                    Ok(()) => self.apply_gate(),
+                    Err(_) => gate_open = false,
+                },
+                () = tokio::time::sleep_until(instant_at(probe_at.unwrap_or_default())), if probe_at.is_some() => {
+                    // The probe may go: ask again (one owner gets it, the others wait on).
+                    self.breaker_hold = false;
+                    self.probe_at = None;
+                }
                 // Nothing can happen any more (inbox closed, nothing in flight or due).
                 else => break,
             }
@@ -235,6 +257,31 @@ impl Owner {
         self.store();
         self.release_queue();
         self.shared.budget.release(std::mem::take(&mut self.unreleased));
+    }
+
+    /// Follows the listener's gate: held pauses the partition (reason breaker); open
+    /// resumes it and lets the held record go.
+    fn apply_gate(&mut self) {
+        let gate = *self.gate.borrow_and_update();
+        if gate.held {
+            self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
+            self.probe_at = gate.probe_at_ms;
+        } else {
+            self.breaker_hold = false;
+            self.probe_at = None;
+            self.slot.resume(&*self.shared.consumer, PauseReason::Breaker);
+        }
+    }
+
+    /// Keeps `record` at the head of the queue, unhandled and uncommitted, until the gate
+    /// opens (or the probe at `until_ms` may go); the partition is paused meanwhile.
+    fn hold_for_breaker(&mut self, record: Record, until_ms: Option<i64>) {
+        self.queue.push_front(record);
+        self.breaker_hold = true;
+        if until_ms.is_some() {
+            self.probe_at = until_ms;
+        }
+        self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
     }
 
     fn accept(&mut self, batch: Batch) {
@@ -354,14 +401,38 @@ impl Owner {
                         "record in a retry topic has no retry headers (produced by someone else?); handling it now as attempt 2"
                     );
                 }
+                let pass = shared.circuit.admit();
+                let probe = match pass {
+                    Pass::Go => None,
+                    Pass::Probe(probe) => Some(probe),
+                    Pass::Wait(until) => return self.hold_for_breaker(record, until),
+                };
                 let retry = decoded.ok().flatten();
                 record.set_attempt(attempt, retry.clone());
                 let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
                 let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
+                // Only a retryable failure may be an outage; a fatal one says the record is bad.
+                let outage_like = matches!(&result, Err(e) if e.is_retryable());
+                let held = match probe {
+                    Some(probe) => {
+                        probe.report(!outage_like);
+                        outage_like
+                    }
+                    None if shared.circuit.counts() => shared.circuit.record(outage_like, circuit::key_of(&record)) && outage_like,
+                    None => false,
+                };
                 match result {
                     Ok(()) => {
                         shared.metrics.inc_processed();
                         self.finish(offset, bytes);
+                    }
+                    Err(error) if held => {
+                        // An outage is suspected: no republish, no attempt burnt; the record
+                        // waits here for the breaker to close.
+                        shared.metrics.inc_failed();
+                        shared.metrics.inc_held_by_breaker();
+                        tracing::debug!(offset, attempt, error = %error, "failed while the circuit is open; held in place");
+                        self.hold_for_breaker(record, None);
                     }
                     Err(error) => {
                         shared.metrics.inc_failed();
@@ -442,6 +513,11 @@ impl Owner {
             }
         }
     }
+}
+
+/// The tokio instant of a wall-clock time (ms since the epoch); now if it is past.
+fn instant_at(at_ms: i64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0))
 }
 
 /// Waits for a retry-topic publish; publishes again after transient errors (100 ms doubling

@@ -23,6 +23,9 @@ pub(crate) enum PauseReason {
     /// A record can go nowhere (its DLT publish cannot succeed): nothing after it may be
     /// handled or committed until the partition is reassigned.
     Stopped = 4,
+    /// The listener's circuit breaker is open (an outage is suspected) or an operator
+    /// paused the listener: nothing is handled until it closes.
+    Breaker = 8,
 }
 
 /// A set of [`PauseReason`]s; pure, so its transitions are unit-tested.

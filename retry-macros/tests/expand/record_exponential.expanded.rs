@@ -46,6 +46,7 @@ impl audit {
             .group("g")
             .policy(policy)
             .handler(::my_crate::__private::record(audit))
+            .circuit_breaker(::my_crate::__private::CircuitBreaker::default())
             .build()
     }
 }
