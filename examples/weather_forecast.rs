@@ -9,13 +9,17 @@
 //! issued). Two listeners read them, each with its own DLT strategy:
 //!
 //! * `store_forecast` keeps the newest forecast per city. The forecast store goes down for
-//!   three seconds (an *outage*: every record fails, then it heals and the retries succeed);
-//!   a forecast with a missing field is an *outlier* that goes to the DLT at once; one for
+//!   1.2 s (an *outage*: every call fails, then it heals by itself). Its circuit breaker
+//!   sees most calls failing across many cities, pauses the listener instead of copying
+//!   the stream into the retry topic, probes, and resumes in order once the store is back.
+//!   A forecast with a missing field is an *outlier* that goes to the DLT at once; one for
 //!   "Atlantis" never succeeds and is dead-lettered after its last attempt
-//!   (`dlt = always_retry_on_error`). Because retries reorder records, the store ignores a
-//!   forecast older than the one it has (latest wins by issue time).
-//! * `storm_alert` pages someone for storms through a flaky pager; an alert that still
-//!   fails after two attempts is dropped with a log line (`dlt = no_dlt`).
+//!   (`dlt = always_retry_on_error`) without ever opening the breaker. Because retries
+//!   reorder records, the store ignores a forecast older than the one it has (latest wins
+//!   by issue time).
+//! * `storm_alert` pages someone for storms through a flaky pager, with plain non-blocking
+//!   retries (no breaker); an alert that still fails after two attempts is dropped with a
+//!   log line (`dlt = no_dlt`).
 //!
 //! A `#[dlt_handler]` reads the DLT of `store_forecast` and prints each dead record with
 //! its reason. The run ends by itself with a summary, in well under a minute.
@@ -62,6 +66,8 @@ struct ForecastStore {
     down: Mutex<Option<(Instant, Instant)>>,
     stored: AtomicU64,
     stale: AtomicU64,
+    /// Calls refused while the store was down.
+    unavailable: AtomicU64,
 }
 
 fn store() -> &'static ForecastStore {
@@ -71,6 +77,7 @@ fn store() -> &'static ForecastStore {
         down: Mutex::default(),
         stored: AtomicU64::new(0),
         stale: AtomicU64::new(0),
+        unavailable: AtomicU64::new(0),
     })
 }
 
@@ -79,6 +86,7 @@ impl ForecastStore {
         if let Some((from, to)) = *self.down.lock().unwrap() {
             let now = Instant::now();
             if now >= from && now < to {
+                self.unavailable.fetch_add(1, Ordering::Relaxed);
                 return Err(StoreError::Unavailable);
             }
         }
@@ -100,11 +108,14 @@ impl ForecastStore {
     }
 }
 
-/// Stores each forecast; an outage is retried through the retry topic, a forecast that
+/// Stores each forecast. An outage opens the circuit breaker (most calls failing across at
+/// least three cities within 300 ms): the listener pauses and probes instead of
+/// republishing. A single failing forecast is retried through the retry topic; one that
 /// cannot be read goes to the DLT at once, one that keeps failing after its last attempt.
 #[retryable_topic(topics = ["weather-forecast"], group = "my-listener-group",
                   attempts = 4, backoff = "2s", suffix = "-retries",
-                  dlt = always_retry_on_error, fixed_delay = single_topic, name = "store-forecast")]
+                  dlt = always_retry_on_error, fixed_delay = single_topic, name = "store-forecast",
+                  circuit_breaker(window = "300ms", min_calls = 3, min_keys = 3, probe_delay = "500ms"))]
 async fn store_forecast(forecast: WeatherForecast) -> Result<(), StoreError> {
     store().save(forecast)
 }
@@ -207,6 +218,7 @@ async fn create_topics(bootstrap: &str, embedded: Option<&EmbeddedKafka>, topics
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false)
         .compact()
         .with_env_filter(
@@ -250,32 +262,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     *store().down.lock().unwrap() = Some((started + Duration::from_millis(1200), started + Duration::from_millis(2400)));
 
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
-    let sent = produce(&producer).await?;
-    println!("produced {sent} forecasts");
-
+    // Produce and watch at once, so the outage shows while it happens.
+    let produced = std::sync::atomic::AtomicUsize::new(0);
     let (store_name, alert_name) = ("store-forecast", "storm-alert");
-    let deadline = started + Duration::from_secs(55);
-    let mut done = false;
-    while Instant::now() < deadline {
-        let s = running.listener_metrics(store_name).unwrap_or_default();
-        let a = running.listener_metrics(alert_name).unwrap_or_default();
-        println!(
-            "[{:>5.1}s] store: handled {} · retried {} · dead-lettered {}   alerts: handled {} · retried {} · dropped {}",
-            started.elapsed().as_secs_f64(),
-            s.processed,
-            s.retried,
-            s.dead_lettered,
-            a.processed,
-            a.retried,
-            a.dropped
-        );
-        let accounted = |m: retryable_topic::MetricsSnapshot| (m.processed + m.dead_lettered + m.dropped) as usize;
-        if accounted(s) >= sent && accounted(a) >= sent {
-            done = true;
-            break;
+    let producing = async {
+        let sent = produce(&producer).await?;
+        println!("produced {sent} forecasts");
+        produced.store(sent, Ordering::Release);
+        Ok::<usize, Box<dyn std::error::Error>>(sent)
+    };
+    let watching = async {
+        let deadline = started + Duration::from_secs(55);
+        let (mut tick, mut circuit_was_open) = (0u32, false);
+        while Instant::now() < deadline {
+            let s = running.listener_metrics(store_name).unwrap_or_default();
+            let a = running.listener_metrics(alert_name).unwrap_or_default();
+            let circuit_open = s.breaker_open > 0;
+            if circuit_open != circuit_was_open {
+                circuit_was_open = circuit_open;
+                let at = started.elapsed().as_secs_f64();
+                if circuit_open {
+                    println!("[{at:>5.1}s] ⏸ store: outage suspected, circuit open: listener paused, nothing republished");
+                } else {
+                    println!("[{at:>5.1}s] ▶ store: probe succeeded, circuit closed: resuming in order");
+                }
+            }
+            if tick.is_multiple_of(10) {
+                println!(
+                    "[{:>5.1}s] store: handled {} · retried {} · dead-lettered {}   alerts: handled {} · retried {} · dropped {}",
+                    started.elapsed().as_secs_f64(),
+                    s.processed,
+                    s.retried,
+                    s.dead_lettered,
+                    a.processed,
+                    a.retried,
+                    a.dropped
+                );
+            }
+            tick += 1;
+            let sent = produced.load(Ordering::Acquire);
+            let accounted = |m: retryable_topic::MetricsSnapshot| (m.processed + m.dead_lettered + m.dropped) as usize;
+            // Done when both listeners accounted for every forecast and the DLT handler
+            // read every dead letter.
+            let dead_read = running.listener_metrics("dead-forecast").unwrap_or_default().processed >= s.dead_lettered;
+            if sent > 0 && accounted(s) >= sent && accounted(a) >= sent && dead_read {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+        false
+    };
+    let (sent, done) = tokio::join!(producing, watching);
+    let sent = sent?;
     let running_metrics: Vec<(&str, retryable_topic::MetricsSnapshot)> =
         [store_name, alert_name, "dead-forecast"].into_iter().map(|n| (n, running.listener_metrics(n).unwrap_or_default())).collect();
     let totals = running.shutdown().await;
@@ -287,6 +325,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{name:<15} handled {} · retried {} · dead-lettered {} · dropped {}", m.processed, m.retried, m.dead_lettered, m.dropped);
     }
     println!("all listeners   {totals}");
+    let m = running_metrics.iter().find(|(n, _)| *n == store_name).map(|(_, m)| *m).unwrap_or_default();
+    let unavailable = s.unavailable.load(Ordering::Relaxed);
+    println!(
+        "store outage    {unavailable} calls failed while the store was down: {} republished, {} held in place by the circuit breaker (opened {}×, closed {}×)",
+        unavailable.saturating_sub(m.held_by_breaker),
+        m.held_by_breaker,
+        m.breaker_opened,
+        m.breaker_closed
+    );
     println!("forecast store  {} stored · {} stale ignored", s.stored.load(Ordering::Relaxed), s.stale.load(Ordering::Relaxed));
     println!("final forecasts:");
     for (city, f) in s.latest.lock().unwrap().iter() {

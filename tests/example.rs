@@ -47,4 +47,11 @@ fn the_weather_forecast_example_runs_and_summarises() {
         assert!(summary.lines().any(|l| l.trim_start().starts_with(city) && l.contains("°C")), "no final forecast for {city}");
     }
     assert!(out.contains("☠ dead-lettered Atlantis after 4 attempt(s), reason exhausted"), "{out}");
+    // The store's outage opens its circuit breaker: paused and resumed, at most three
+    // forecasts republished for it (without the breaker: about one in three of them).
+    assert!(out.contains("⏸ store: outage suspected, circuit open") && out.contains("▶ store: probe succeeded, circuit closed"), "{out}");
+    let outage = line("store outage");
+    let republished: u64 = outage.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("a count");
+    assert!(republished <= 3, "{outage}");
+    assert!(!out.contains("\u{1b}["), "no ANSI escape codes when the output is not a terminal");
 }

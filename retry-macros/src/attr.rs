@@ -84,7 +84,8 @@ pub(crate) struct RetryableArgs {
     pub auto_create_topics: Option<Spanned<bool>>,
     pub partitions: Option<Spanned<i32>>,
     pub replication: Option<Spanned<i32>>,
-    pub circuit_breaker: Option<Spanned<bool>>,
+    /// `circuit_breaker = true`, or `circuit_breaker(window = "10s", …)`.
+    pub circuit_breaker: Option<Spanned<BreakerArgs>>,
     pub name: Option<Spanned<String>>,
     pub krate: Option<Spanned<Path>>,
 }
@@ -117,11 +118,33 @@ impl RetryableArgs {
             PARTITIONS => t(&self.partitions),
             REPLICATION => t(&self.replication),
             CIRCUIT_BREAKER => t(&self.circuit_breaker),
+            WINDOW | MIN_CALLS | FAILURE_RATE | MIN_KEYS | PROBE_DELAY | MAX_PROBE_DELAY => {
+                let b = &self.circuit_breaker.as_ref()?.value;
+                match arg {
+                    WINDOW => t(&b.window),
+                    MIN_CALLS => t(&b.min_calls),
+                    FAILURE_RATE => t(&b.failure_rate),
+                    MIN_KEYS => t(&b.min_keys),
+                    PROBE_DELAY => t(&b.probe_delay),
+                    _ => t(&b.max_probe_delay),
+                }
+            }
             NAME => t(&self.name),
             CRATE => t(&self.krate),
             _ => None,
         }
     }
+}
+
+/// The settings inside `circuit_breaker(...)` (all unset for `circuit_breaker = true`).
+#[derive(Default)]
+pub(crate) struct BreakerArgs {
+    pub window: Option<Spanned<Duration>>,
+    pub min_calls: Option<Spanned<u32>>,
+    pub failure_rate: Option<Spanned<f64>>,
+    pub min_keys: Option<Spanned<u32>>,
+    pub probe_delay: Option<Spanned<Duration>>,
+    pub max_probe_delay: Option<Spanned<Duration>>,
 }
 
 /// The arguments of `#[dlt_handler]`.
@@ -277,6 +300,12 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         let Some(&key) = RETRYABLE_TOPIC.iter().find(|s| meta.path == **s) else {
             return unknown(cx, &meta, RETRYABLE_TOPIC);
         };
+        if key == CIRCUIT_BREAKER && meta.input.peek(syn::token::Paren) {
+            let tokens = meta.input.fork().parse::<proc_macro2::Group>()?;
+            let settings = breaker_settings(cx, &meta)?;
+            circuit_breaker.set_opt(tokens, Some(settings));
+            return Ok(());
+        }
         let v: Expr = meta.value()?.parse()?;
         match key {
             TOPICS => topics.set_opt(&v, string_list(cx, &v, key)),
@@ -299,7 +328,11 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
             AUTO_CREATE_TOPICS => auto_create_topics.set_opt(&v, lit_bool(cx, &v, key)),
             PARTITIONS => partitions.set_opt(&v, lit_int(cx, &v, key)),
             REPLICATION => replication.set_opt(&v, lit_int(cx, &v, key)),
-            CIRCUIT_BREAKER => circuit_breaker.set_opt(&v, lit_bool(cx, &v, key)),
+            CIRCUIT_BREAKER => match lit_bool(cx, &v, key) {
+                // `false` is the default: nothing to set.
+                Some(false) => {}
+                on => circuit_breaker.set_opt(&v, on.map(|_| BreakerArgs::default())),
+            },
             NAME => name.set_opt(&v, lit_str(cx, &v, key).map(|s| s.value())),
             CRATE => krate.set_opt(&v, path_in_str(cx, &v, key)),
             _ => unreachable!("`{key}` is listed in RETRYABLE_TOPIC but not read"),
@@ -340,6 +373,40 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         circuit_breaker: circuit_breaker.get(),
         name: name.get(),
         krate: krate.get(),
+    })
+}
+
+/// Reads the settings inside `circuit_breaker(...)`; errors go to `cx`.
+fn breaker_settings(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<BreakerArgs> {
+    let mut window = Attr::none(cx, WINDOW);
+    let mut min_calls = Attr::none(cx, MIN_CALLS);
+    let mut failure_rate = Attr::none(cx, FAILURE_RATE);
+    let mut min_keys = Attr::none(cx, MIN_KEYS);
+    let mut probe_delay = Attr::none(cx, PROBE_DELAY);
+    let mut max_probe_delay = Attr::none(cx, MAX_PROBE_DELAY);
+    meta.parse_nested_meta(|inner| {
+        let Some(&key) = CIRCUIT_BREAKER_ARGS.iter().find(|s| inner.path == **s) else {
+            return unknown(cx, &inner, CIRCUIT_BREAKER_ARGS);
+        };
+        let v: Expr = inner.value()?.parse()?;
+        match key {
+            WINDOW => window.set_opt(&v, duration(cx, &v, key)),
+            MIN_CALLS => min_calls.set_opt(&v, lit_int(cx, &v, key)),
+            FAILURE_RATE => failure_rate.set_opt(&v, lit_float(cx, &v, key)),
+            MIN_KEYS => min_keys.set_opt(&v, lit_int(cx, &v, key)),
+            PROBE_DELAY => probe_delay.set_opt(&v, duration(cx, &v, key)),
+            MAX_PROBE_DELAY => max_probe_delay.set_opt(&v, duration(cx, &v, key)),
+            _ => unreachable!("`{key}` is listed in CIRCUIT_BREAKER_ARGS but not read"),
+        }
+        Ok(())
+    })?;
+    Ok(BreakerArgs {
+        window: window.get(),
+        min_calls: min_calls.get(),
+        failure_rate: failure_rate.get(),
+        min_keys: min_keys.get(),
+        probe_delay: probe_delay.get(),
+        max_probe_delay: max_probe_delay.get(),
     })
 }
 

@@ -14,9 +14,9 @@ use quote::{format_ident, quote, ToTokens};
 use retry_core::backoff::{Backoff, BackoffParts};
 use retry_core::policy::RetryPolicyBuilder;
 use retry_core::topology::Topology;
-use retry_core::{ConfigError, RetryPolicy, TopicSpec};
+use retry_core::{CircuitBreaker, ConfigError, RetryPolicy, TopicSpec};
 
-use crate::attr::{RetryableArgs, Spanned};
+use crate::attr::{BreakerArgs, RetryableArgs, Spanned};
 use crate::ctxt::Ctxt;
 use crate::symbol::{Symbol, PARTITIONS, REPLICATION, TOPICS};
 
@@ -151,15 +151,61 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
             errors.extend(e);
         }
     }
+    let mut listener_calls = Vec::new();
+    if let Some(b) = &a.circuit_breaker {
+        let (breaker, tokens) = circuit_breaker(&calls, &b.value);
+        match breaker.check() {
+            Ok(()) => listener_calls.push(quote!(.circuit_breaker(#tokens))),
+            Err(e) => errors.extend(e),
+        }
+    }
+    let valid = errors.is_empty();
     for e in errors {
         report(cx, a, e);
     }
-    let mut listener_calls = Vec::new();
-    if v(&a.circuit_breaker) == Some(true) {
-        listener_calls.push(quote!(.circuit_breaker(#p::CircuitBreaker::default())));
-    }
     let (Some(topics), Some(group)) = (&a.topics, &a.group) else { return None };
-    policy.map(|_| Checked { topics: topics.value.clone(), group: group.value.clone(), policy_calls: calls.tokens, listener_calls })
+    policy.filter(|_| valid).map(|_| Checked {
+        topics: topics.value.clone(),
+        group: group.value.clone(),
+        policy_calls: calls.tokens,
+        listener_calls,
+    })
+}
+
+/// The breaker the settings describe (built with retry-core's setters) and the tokens
+/// that build it by hand.
+fn circuit_breaker(calls: &Calls<'_>, b: &BreakerArgs) -> (CircuitBreaker, TokenStream) {
+    let p = calls.p;
+    let mut breaker = CircuitBreaker::default();
+    let mut tokens = quote!(#p::CircuitBreaker::default());
+    if let Some(d) = v(&b.window) {
+        breaker = breaker.window(d);
+        let t = calls.duration(d);
+        tokens.extend(quote!(.window(#t)));
+    }
+    if let Some(n) = v(&b.min_calls) {
+        breaker = breaker.min_calls(n);
+        tokens.extend(quote!(.min_calls(#n)));
+    }
+    if let Some(r) = v(&b.failure_rate) {
+        breaker = breaker.failure_rate(r);
+        tokens.extend(quote!(.failure_rate(#r)));
+    }
+    if let Some(n) = v(&b.min_keys) {
+        breaker = breaker.min_keys(n);
+        tokens.extend(quote!(.min_keys(#n)));
+    }
+    if let Some(d) = v(&b.probe_delay) {
+        breaker = breaker.probe_delay(d);
+        let t = calls.duration(d);
+        tokens.extend(quote!(.probe_delay(#t)));
+    }
+    if let Some(d) = v(&b.max_probe_delay) {
+        breaker = breaker.max_probe_delay(d);
+        let t = calls.duration(d);
+        tokens.extend(quote!(.max_probe_delay(#t)));
+    }
+    (breaker, tokens)
 }
 
 /// The tokens that build `backoff` by hand.

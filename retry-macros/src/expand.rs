@@ -237,7 +237,7 @@ mod tests {
             blocking_attempts = 2,
             auto_create_topics = true,
             partitions = 3,
-            circuit_breaker = true,
+            circuit_breaker(window = "5s", min_keys = 3),
             name = "audit",
             crate = "::my_crate"
         );

@@ -54,7 +54,7 @@ mod symbol;
 /// | `auto_create_topics` | bool | `false` | create *missing* retry/DLT topics at startup (never alters existing ones) |
 /// | `partitions` | integer ≥ 1 | the source's | partitions of created topics |
 /// | `replication` | integer ≥ 1 | the broker's default | replication of created topics |
-/// | `circuit_breaker` | bool | `false` | tell an outage from an outlier: pause instead of republishing when most calls fail across many keys (`CircuitBreaker::default()`) |
+/// | `circuit_breaker` | `true`, or settings: `circuit_breaker(window = "10s", min_calls = 20, failure_rate = 0.5, min_keys = 5, probe_delay = "1s", max_probe_delay = "60s")` | off | tell an outage from an outlier: pause instead of republishing when most calls fail across many keys (`CircuitBreaker`) |
 /// | `name` | string | the handler's path | listener name in logs and metrics |
 /// | `crate` | string path | `"::retryable_topic"` | where the facade crate is, if renamed |
 ///

@@ -33,6 +33,12 @@ pub(crate) const CIRCUIT_BREAKER: Symbol = Symbol("circuit_breaker");
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const LISTENER: Symbol = Symbol("listener");
+pub(crate) const WINDOW: Symbol = Symbol("window");
+pub(crate) const MIN_CALLS: Symbol = Symbol("min_calls");
+pub(crate) const FAILURE_RATE: Symbol = Symbol("failure_rate");
+pub(crate) const MIN_KEYS: Symbol = Symbol("min_keys");
+pub(crate) const PROBE_DELAY: Symbol = Symbol("probe_delay");
+pub(crate) const MAX_PROBE_DELAY: Symbol = Symbol("max_probe_delay");
 
 /// Every argument of `#[retryable_topic]`, in documentation order.
 pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
@@ -61,6 +67,9 @@ pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
     CRATE,
 ];
 
+/// Every setting inside `circuit_breaker(...)`.
+pub(crate) const CIRCUIT_BREAKER_ARGS: &[Symbol] = &[WINDOW, MIN_CALLS, FAILURE_RATE, MIN_KEYS, PROBE_DELAY, MAX_PROBE_DELAY];
+
 /// Every argument of `#[dlt_handler]`.
 pub(crate) const DLT_HANDLER: &[Symbol] = &[LISTENER, NAME, CRATE];
 
@@ -86,6 +95,12 @@ pub(crate) const SETTINGS: &[(&str, Symbol)] = &[
     ("blocking_delay", BLOCKING_DELAY),
     ("auto_create_topics.partitions", PARTITIONS),
     ("auto_create_topics.replication", REPLICATION),
+    ("circuit_breaker.window", WINDOW),
+    ("circuit_breaker.min_calls", MIN_CALLS),
+    ("circuit_breaker.failure_rate", FAILURE_RATE),
+    ("circuit_breaker.min_keys", MIN_KEYS),
+    ("circuit_breaker.probe_delay", PROBE_DELAY),
+    ("circuit_breaker.max_probe_delay", MAX_PROBE_DELAY),
 ];
 
 impl Symbol {
@@ -119,7 +134,7 @@ mod tests {
     #[test]
     fn every_setting_maps_to_a_retryable_topic_argument_once() {
         for (setting, sym) in SETTINGS {
-            assert!(RETRYABLE_TOPIC.contains(sym), "{setting} maps to {sym}, not an argument");
+            assert!(RETRYABLE_TOPIC.contains(sym) || CIRCUIT_BREAKER_ARGS.contains(sym), "{setting} maps to {sym}, not an argument");
             assert_eq!(SETTINGS.iter().filter(|(s, _)| s == setting).count(), 1, "{setting} listed twice");
         }
     }

@@ -20,7 +20,8 @@ pub(crate) struct Gate {
     pub(crate) probe_at_ms: Option<i64>,
 }
 
-/// One listener's circuit.
+/// One listener's circuit. Its log lines come from the owners' tasks, whose span names
+/// the listener and partition; the operator's pause and resume name the listener.
 pub(crate) struct Circuit {
     listener: String,
     breaker: Option<Mutex<Breaker>>,
@@ -116,7 +117,7 @@ impl Circuit {
             Admission::Probe => {
                 drop(b);
                 self.metrics.inc_breaker_probes();
-                tracing::info!(listener = %self.listener, "circuit half-open: trying one record");
+                tracing::info!("circuit half-open: trying one record");
                 self.publish();
                 Pass::Probe(Probe { circuit: self, reported: false })
             }
@@ -136,7 +137,7 @@ impl Circuit {
         drop(b);
         if let Some(t) = tripped {
             self.metrics.inc_breaker_opened();
-            tracing::warn!(listener = %self.listener, "{t}");
+            tracing::warn!("{t}");
             self.publish();
         }
         held
@@ -150,11 +151,11 @@ impl Circuit {
         match phase {
             Phase::Closed => {
                 self.metrics.inc_breaker_closed();
-                tracing::info!(listener = %self.listener, "circuit closed: the probe succeeded; resuming every partition in order");
+                tracing::info!("circuit closed: the probe succeeded; resuming every partition in order");
             }
             Phase::Open { until_ms } => {
                 let wait = until_ms - now_ms();
-                tracing::warn!(listener = %self.listener, next_probe_in_ms = wait, "circuit still open: the probe failed");
+                tracing::warn!(next_probe_in_ms = wait, "circuit still open: the probe failed");
             }
             Phase::HalfOpen => {}
         }

@@ -27,6 +27,10 @@ use crate::error::ConfigError;
 /// | distinct failing keys that open it | 5 |
 /// | first probe after | 1 s |
 /// | longest probe delay (doubling) | 60 s |
+///
+/// Each setter is named as the `#[retryable_topic(circuit_breaker(...))]` argument that
+/// sets it: `window`, `min_calls`, `failure_rate`, `min_keys`, `probe_delay`,
+/// `max_probe_delay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[must_use]
 pub struct CircuitBreaker {
@@ -72,9 +76,14 @@ impl CircuitBreaker {
         self.min_keys = keys;
         self
     }
-    /// The first probe's delay, doubled after each failed probe up to `max`.
-    pub fn probe_delay(mut self, first: Duration, max: Duration) -> Self {
+    /// The first probe's delay, doubled after each failed probe up to
+    /// [`max_probe_delay`](Self::max_probe_delay).
+    pub fn probe_delay(mut self, first: Duration) -> Self {
         self.probe_delay = first;
+        self
+    }
+    /// The longest delay between probes.
+    pub fn max_probe_delay(mut self, max: Duration) -> Self {
         self.max_probe_delay = max;
         self
     }
@@ -94,10 +103,13 @@ impl CircuitBreaker {
         if self.min_keys < 1 {
             errors.push(ConfigError::new("circuit_breaker.min_keys", "must be at least 1"));
         }
-        if self.probe_delay.is_zero() || self.max_probe_delay < self.probe_delay {
+        if self.probe_delay.is_zero() {
+            errors.push(ConfigError::new("circuit_breaker.probe_delay", "must be longer than zero"));
+        }
+        if self.max_probe_delay < self.probe_delay {
             errors.push(ConfigError::new(
-                "circuit_breaker.probe_delay",
-                "the first delay must be longer than zero and not above the longest",
+                "circuit_breaker.max_probe_delay",
+                format!("must not be shorter than the first probe delay ({:?} < {:?})", self.max_probe_delay, self.probe_delay),
             ));
         }
         if errors.is_empty() {
@@ -358,7 +370,7 @@ mod tests {
 
     #[test]
     fn the_probe_delay_is_capped_and_an_abandoned_probe_frees_the_slot() {
-        let mut b = Breaker::new(CircuitBreaker::default().probe_delay(Duration::from_secs(1), Duration::from_secs(3)));
+        let mut b = Breaker::new(CircuitBreaker::default().probe_delay(Duration::from_secs(1)).max_probe_delay(Duration::from_secs(3)));
         for i in 0..20 {
             b.record(0, true, i);
         }
@@ -375,7 +387,7 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let bad = CircuitBreaker::default().failure_rate(0.0).min_calls(0).min_keys(0).probe_delay(Duration::ZERO, Duration::ZERO);
+        let bad = CircuitBreaker::default().failure_rate(0.0).min_calls(0).min_keys(0).probe_delay(Duration::ZERO);
         let settings: Vec<String> = bad.check().unwrap_err().into_iter().map(|e| e.setting).collect();
         assert_eq!(
             settings,

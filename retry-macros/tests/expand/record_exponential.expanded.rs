@@ -46,7 +46,11 @@ impl audit {
             .group("g")
             .policy(policy)
             .handler(::my_crate::__private::record(audit))
-            .circuit_breaker(::my_crate::__private::CircuitBreaker::default())
+            .circuit_breaker(
+                ::my_crate::__private::CircuitBreaker::default()
+                    .window(::my_crate::__private::Duration::new(5u64, 0u32))
+                    .min_keys(3u32),
+            )
             .build()
     }
 }
