@@ -243,6 +243,7 @@ async fn run_listener(
     handler_sleep: Option<Duration>,
     decide: Decide,
     produce_first: (u64, usize),
+    breaker: bool,
     done: impl Fn(u64, &retryable_topic::MetricsSnapshot) -> bool,
 ) -> Run {
     // The handler stays as close to a no-op as measuring allows: no lock or clock per
@@ -253,10 +254,11 @@ async fn run_listener(
     let last_first_attempt = Arc::new(Mutex::new(None::<Instant>));
     let lateness = Arc::new(Mutex::new(Vec::new()));
     let (f, l, lf) = (first_call.clone(), lateness.clone(), last_first_attempt.clone());
-    let listener = Listener::builder(topic)
-        .topics([topic])
-        .group(format!("{topic}-g"))
-        .policy(policy)
+    let mut listener = Listener::builder(topic).topics([topic]).group(format!("{topic}-g")).policy(policy);
+    if breaker {
+        listener = listener.circuit_breaker(retryable_topic::CircuitBreaker::default());
+    }
+    let listener = listener
         .handler(handler::record(move |r: Record| {
             f.get_or_init(Instant::now);
             if track_first_attempts && r.attempt() == 1 {
@@ -312,6 +314,14 @@ fn fail_every_tenth_once(r: &Record) -> Result<(), HandlerError> {
     let tenth = r.key().is_some_and(|k| k.last().is_some_and(|c| *c == b'7'));
     if tenth && r.attempt() == 1 {
         Err(HandlerError::retryable("once"))
+    } else {
+        Ok(())
+    }
+}
+
+fn poison_key_zero(r: &Record) -> Result<(), HandlerError> {
+    if r.key() == Some(b"k0".as_slice()) {
+        Err(HandlerError::retryable("cannot store this one"))
     } else {
         Ok(())
     }
@@ -443,7 +453,7 @@ async fn main() {
     }
     if let (true, Some(bare)) = (wants("happy"), bare_rate) {
         let topic = broker.topic("happy");
-        let run = run_listener(&broker, &topic, policy(Duration::from_millis(10)), None, ok, (n, 100), |h, _| h >= n).await;
+        let run = run_listener(&broker, &topic, policy(Duration::from_millis(10)), None, ok, (n, 100), false, |h, _| h >= n).await;
         let rate = n as f64 / run.secs;
         row(&b, "runtime, no-op handler, records/s", format!("{rate:.0}"), "", None);
         row(&b, "happy path / bare consumer", format!("{:.2}", rate / bare), ">= 0.90", Some(rate / bare >= 0.9));
@@ -451,7 +461,8 @@ async fn main() {
     if let (true, Some(bare)) = (wants("tenth"), bare_rate) {
         let topic = broker.topic("tenth");
         let run =
-            run_listener(&broker, &topic, policy(Duration::from_millis(10)), None, fail_every_tenth_once, (n, 100), |h, _| h >= n).await;
+            run_listener(&broker, &topic, policy(Duration::from_millis(10)), None, fail_every_tenth_once, (n, 100), false, |h, _| h >= n)
+                .await;
         let rate = n as f64 / run.secs;
         row(&b, "runtime, 10% failing once (10 ms backoff), records/s", format!("{rate:.0}"), "", None);
         row(
@@ -476,18 +487,47 @@ async fn main() {
         // Every record fails once; the retries are due in 10 minutes, so the rate is the
         // republish rate alone.
         let run =
-            run_listener(&broker, &topic, policy(Duration::from_secs(600)), None, fail_first, (m, 1_000), |_, s| s.retried >= m).await;
+            run_listener(&broker, &topic, policy(Duration::from_secs(600)), None, fail_first, (m, 1_000), false, |_, s| s.retried >= m)
+                .await;
         let rate = m as f64 / run.secs;
         row(&b, "outage: every record fails once, republished/s", format!("{rate:.0}"), "", None);
         row(&b, "outage republish rate / bare producer", format!("{:.2}", rate / raw_rate), ">= 0.50", Some(rate / raw_rate >= 0.5));
     }
 
+    if wants("breaker") {
+        // Issue 12: one poison key under the breaker costs the rest nothing (it never
+        // opens); and what counting outcomes costs on the happy path.
+        let quick = || policy(Duration::from_millis(10));
+        // A first run warms the process up (allocator, thread pools), so order does not
+        // favour the later rows.
+        run_listener(&broker, &broker.topic("breaker-warm"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+        let off = run_listener(&broker, &broker.topic("breaker-off"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+        let on = run_listener(&broker, &broker.topic("breaker-on"), quick(), None, ok, (n, 100), true, |h, _| h >= n).await;
+        let poison = run_listener(&broker, &broker.topic("breaker-poison"), quick(), None, poison_key_zero, (n, 100), true, |h, m| {
+            h >= n - 1 && m.dead_lettered >= 1
+        })
+        .await;
+        let (off, on, poison) = (n as f64 / off.secs, n as f64 / on.secs, n as f64 / poison.secs);
+        row(&b, "breaker on, no-op handler, records/s", format!("{on:.0}"), "", None);
+        row(&b, "  breaker on / breaker off (no-op handler)", format!("{:.2}", on / off), "(context)", None);
+        row(&b, "breaker on, one poison key among the records, records/s", format!("{poison:.0}"), "", None);
+        row(&b, "outlier under the breaker: poison key / none", format!("{:.2}", poison / on), ">= 0.90", Some(poison / on >= 0.9));
+    }
+
     if wants("slow") {
         let m = 8_000;
         let topic = broker.topic("slow");
-        let run =
-            run_listener(&broker, &topic, policy(Duration::from_millis(10)), Some(Duration::from_millis(2)), ok, (m, 100), |h, _| h >= m)
-                .await;
+        let run = run_listener(
+            &broker,
+            &topic,
+            policy(Duration::from_millis(10)),
+            Some(Duration::from_millis(2)),
+            ok,
+            (m, 100),
+            false,
+            |h, _| h >= m,
+        )
+        .await;
         let rate = m as f64 / run.secs;
         let bound = f64::from(PARTITIONS) * 500.0;
         row(&b, &format!("handler awaiting 2 ms, records/s (bound {bound:.0})"), format!("{rate:.0}"), "", None);
@@ -511,7 +551,8 @@ async fn main() {
 
     if wants("lateness") {
         let topic = broker.topic("delay");
-        let run = run_listener(&broker, &topic, policy(Duration::from_secs(1)), None, fail_first, (2_000, 100), |h, _| h >= 2_000).await;
+        let run =
+            run_listener(&broker, &topic, policy(Duration::from_secs(1)), None, fail_first, (2_000, 100), false, |h, _| h >= 2_000).await;
         let mut late: Vec<i64> = run.lateness.iter().map(|(due, at)| at - due).collect();
         late.sort_unstable();
         let early = late.iter().filter(|l| **l < 0).count();
