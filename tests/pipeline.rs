@@ -1,6 +1,7 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers, records that
-//! can never be republished, the byte budget under a retry backlog, and a rebalance
-//! between two live members while a handler holds a record.
+//! can never be republished, the byte budget under a retry backlog, a rebalance between
+//! two live members while a handler holds a record, and a topic deleted under the
+//! consumer while another one flows.
 
 mod common;
 
@@ -264,4 +265,40 @@ async fn after_the_shutdown_grace_the_group_is_left_even_with_a_handler_stuck() 
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     eventually(WAIT, "the next member handles the record", || next.has("stuck", 1)).await;
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_error_on_one_topic_does_not_hold_up_the_others() {
+    let broker = Broker::get();
+    if !broker.require(common::Capability::DeleteUnderConsumer, "a_consumer_error_on_one_topic_does_not_hold_up_the_others") {
+        return;
+    }
+    let (gone, healthy, group) = (broker.unique("gone"), broker.unique("healthy"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let listener = Listener::builder("two-topics")
+        .topics([gone.as_str(), healthy.as_str()])
+        .group(&group)
+        .policy(policy(2, 10).build().unwrap())
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            async { Ok::<(), HandlerError>(()) }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    broker.produce(&producer, &gone, Some("before"), Some(b"{}"), &[]).await;
+    eventually(WAIT, "the first topic read", || calls.has("before", 1)).await;
+    // The topic goes away under the consumer: it reports errors for it from now on.
+    broker.delete_topic(&gone).await;
+    eventually(WAIT, "the consumer reporting errors for the topic", || running.metrics().consumer_errors > 0).await;
+    for i in 0..200 {
+        broker.produce(&producer, &healthy, Some(&format!("h{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every record of the other topic handled meanwhile", || (0..200).all(|i| calls.has(&format!("h{i}"), 1))).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.stopped_partitions, m.failed), (0, 0), "{m}");
+    assert_eq!(broker.committed(&group, &healthy), [200]);
 }

@@ -14,6 +14,7 @@ pub struct Metrics {
     malformed_headers: AtomicU64,
     stopped_partitions: AtomicU64,
     publish_failed: AtomicU64,
+    consumer_errors: AtomicU64,
     breaker_opened: AtomicU64,
     breaker_probes: AtomicU64,
     breaker_closed: AtomicU64,
@@ -45,6 +46,9 @@ pub struct MetricsSnapshot {
     /// Records the retry topic refused for good (e.g. too large once the retry headers are
     /// added); they went to the DLT with reason `publish-failed`, or were dropped.
     pub publish_failed: u64,
+    /// Errors the consumer reported (an unknown or deleted topic, a broker away…); each
+    /// is logged at most once per 10 s, and reading goes on without a pause.
+    pub consumer_errors: u64,
     /// Times the circuit breaker opened (an outage was suspected).
     pub breaker_opened: u64,
     /// Probe calls made while the breaker was open.
@@ -76,6 +80,7 @@ impl std::ops::Add for MetricsSnapshot {
             malformed_headers: self.malformed_headers + o.malformed_headers,
             stopped_partitions: self.stopped_partitions + o.stopped_partitions,
             publish_failed: self.publish_failed + o.publish_failed,
+            consumer_errors: self.consumer_errors + o.consumer_errors,
             breaker_opened: self.breaker_opened + o.breaker_opened,
             breaker_probes: self.breaker_probes + o.breaker_probes,
             breaker_closed: self.breaker_closed + o.breaker_closed,
@@ -155,6 +160,7 @@ counters! {
     malformed_headers => inc_malformed_headers,
     stopped_partitions => inc_stopped_partitions,
     publish_failed => inc_publish_failed,
+    consumer_errors => inc_consumer_errors,
     breaker_opened => inc_breaker_opened,
     breaker_probes => inc_breaker_probes,
     breaker_closed => inc_breaker_closed,

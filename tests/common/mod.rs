@@ -28,6 +28,9 @@ pub enum Capability {
     /// request, noida and Kafka delete and recreate it; tansu recreates a deleted topic on
     /// the next produce, so it cannot.
     DeleteTopic,
+    /// Deleting a topic under a consumer, which then reports errors for it (the mock
+    /// cluster has no DeleteTopics; tansu recreates deleted topics).
+    DeleteUnderConsumer,
     /// Stopping and restarting the broker process from the test script.
     Restart,
 }
@@ -87,6 +90,7 @@ impl Broker {
         match cap {
             Capability::Admin => self.kind != Kind::Embedded,
             Capability::DeleteTopic => self.kind != Kind::Tansu,
+            Capability::DeleteUnderConsumer => matches!(self.kind, Kind::Noida | Kind::Kafka),
             Capability::Restart => self.kind == Kind::Embedded || std::env::var("RT_BROKER_RESTART").is_ok_and(|c| !c.is_empty()),
         }
     }
@@ -100,6 +104,8 @@ impl Broker {
         let why = match (cap, self.kind) {
             (Capability::Admin, Kind::Embedded) => "the embedded MockCluster has no Admin API",
             (Capability::DeleteTopic, Kind::Tansu) => "tansu recreates a deleted topic on the next produce",
+            (Capability::DeleteUnderConsumer, Kind::Embedded) => "the mock cluster cannot delete a topic",
+            (Capability::DeleteUnderConsumer, _) => "tansu recreates a deleted topic on the next produce",
             (Capability::Restart, Kind::Tansu) => "tansu keeps data in memory only: a restart loses every topic",
             (Capability::Restart, _) => "the broker is not restartable from this run (RT_BROKER_RESTART unset)",
             _ => "the broker lacks it",

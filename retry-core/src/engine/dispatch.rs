@@ -258,6 +258,7 @@ impl Dispatcher {
     }
 
     fn consumer_error(&mut self, e: &KafkaError) {
+        self.shared.metrics.inc_consumer_errors();
         let text = e.to_string();
         let now = Instant::now();
         let listener = self.shared.listener.name();
