@@ -1,11 +1,24 @@
-//! Counters and gauges per listener: processed, retried, dead-lettered, dropped, queued
-//! bytes and more.
+//! Counters, gauges and histograms per listener: processed, retried, dead-lettered,
+//! dropped, queued bytes, handler duration, retry lateness and more.
+//!
+//! Kept twice over: as atomics for [`MetricsSnapshot`] (in-process checks and the
+//! runtime's summary), and through the [`metrics`] facade, labelled by listener, for
+//! whichever recorder the program installs — the `prometheus` feature serves them over
+//! HTTP (`RuntimeBuilder::prometheus`). Names:
+//!
+//! | metric | kind |
+//! |---|---|
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total` | counter |
+//! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
+//! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}` | gauge |
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
-/// Live counters of one listener (cheap atomic increments).
+/// Live metrics of one listener (cheap atomic increments; facade handles registered once).
 #[derive(Debug, Default)]
 pub struct Metrics {
+    facade: Facade,
     processed: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
@@ -112,10 +125,114 @@ impl std::fmt::Display for MetricsSnapshot {
     }
 }
 
+/// The facade's handles for one listener (no-ops until a recorder is installed).
+#[derive(Debug)]
+struct Handles {
+    handler_seconds: metrics::Histogram,
+    retry_lateness_seconds: metrics::Histogram,
+    recovery_seconds: metrics::Histogram,
+    queued_bytes: metrics::Gauge,
+    in_flight_republishes: metrics::Gauge,
+    breaker_open: metrics::Gauge,
+    paused_partitions: [metrics::Gauge; 4],
+}
+
+/// The pause reasons as the `reason` label writes them, in `paused_partitions` order.
+pub(crate) const PAUSE_REASONS: [&str; 4] = ["not_due", "backpressure", "stopped", "breaker"];
+
+impl Default for Handles {
+    fn default() -> Self {
+        Handles {
+            handler_seconds: metrics::Histogram::noop(),
+            retry_lateness_seconds: metrics::Histogram::noop(),
+            recovery_seconds: metrics::Histogram::noop(),
+            queued_bytes: metrics::Gauge::noop(),
+            in_flight_republishes: metrics::Gauge::noop(),
+            breaker_open: metrics::Gauge::noop(),
+            paused_partitions: std::array::from_fn(|_| metrics::Gauge::noop()),
+        }
+    }
+}
+
+impl Handles {
+    fn new(listener: &str) -> Self {
+        let l = listener.to_owned();
+        Handles {
+            handler_seconds: metrics::histogram!("retryable_topic_handler_seconds", "listener" => l.clone()),
+            retry_lateness_seconds: metrics::histogram!("retryable_topic_retry_lateness_seconds", "listener" => l.clone()),
+            recovery_seconds: metrics::histogram!("retryable_topic_recovery_seconds", "listener" => l.clone()),
+            queued_bytes: metrics::gauge!("retryable_topic_queued_bytes", "listener" => l.clone()),
+            in_flight_republishes: metrics::gauge!("retryable_topic_in_flight_republishes", "listener" => l.clone()),
+            breaker_open: metrics::gauge!("retryable_topic_breaker_open", "listener" => l.clone()),
+            paused_partitions: PAUSE_REASONS
+                .map(|reason| metrics::gauge!("retryable_topic_paused_partitions", "listener" => l.clone(), "reason" => reason)),
+        }
+    }
+}
+
+impl Metrics {
+    /// Metrics of the listener `listener`, registered with the installed recorder (if any).
+    pub fn new(listener: &str) -> Self {
+        Metrics { facade: Facade::new(listener), ..Metrics::default() }
+    }
+
+    /// A handler call took `took`.
+    pub(crate) fn observe_handler(&self, took: Duration) {
+        self.facade.handles.handler_seconds.record(took.as_secs_f64());
+    }
+
+    /// A retry was handled `late_ms` after its due time.
+    pub(crate) fn observe_lateness(&self, late_ms: i64) {
+        self.facade.handles.retry_lateness_seconds.record(late_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// A record succeeded `ms` after its first failure.
+    pub(crate) fn observe_recovery(&self, ms: i64) {
+        self.facade.handles.recovery_seconds.record(ms.max(0) as f64 / 1000.0);
+    }
+
+    /// Republishes in flight changed by `delta`.
+    pub(crate) fn add_in_flight(&self, delta: f64) {
+        self.facade.handles.in_flight_republishes.increment(delta);
+    }
+
+    /// Partitions paused for reason number `reason` (see [`PAUSE_REASONS`]) now.
+    pub(crate) fn set_paused(&self, counts: [usize; 4]) {
+        for (gauge, n) in self.facade.handles.paused_partitions.iter().zip(counts) {
+            gauge.set(n as f64);
+        }
+    }
+}
+
 macro_rules! counters {
     ($($name:ident => $inc:ident),* $(,)?) => {
+        /// The facade's side of [`Metrics`].
+        #[derive(Debug)]
+        struct Facade {
+            handles: Handles,
+            $($name: metrics::Counter,)*
+        }
+
+        impl Default for Facade {
+            fn default() -> Self {
+                Facade { handles: Handles::default(), $($name: metrics::Counter::noop(),)* }
+            }
+        }
+
+        impl Facade {
+            fn new(listener: &str) -> Self {
+                Facade {
+                    handles: Handles::new(listener),
+                    $($name: metrics::counter!(concat!("retryable_topic_", stringify!($name), "_total"), "listener" => listener.to_owned()),)*
+                }
+            }
+        }
+
         impl Metrics {
-            $(pub(crate) fn $inc(&self) { self.$name.fetch_add(1, Relaxed); })*
+            $(pub(crate) fn $inc(&self) {
+                self.$name.fetch_add(1, Relaxed);
+                self.facade.$name.increment(1);
+            })*
 
             /// Reads every counter.
             pub fn snapshot(&self) -> MetricsSnapshot {
@@ -139,6 +256,7 @@ macro_rules! counters {
             /// Records whether handling is held by the breaker or an operator now.
             pub(crate) fn set_breaker_open(&self, open: bool) {
                 self.breaker_open.store(u64::from(open), Relaxed);
+                self.facade.handles.breaker_open.set(f64::from(u8::from(open)));
             }
 
             /// Records the bytes queued now.
@@ -146,6 +264,7 @@ macro_rules! counters {
                 let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
                 self.queued_bytes.store(bytes, Relaxed);
                 self.peak_queued_bytes.fetch_max(bytes, Relaxed);
+                self.facade.handles.queued_bytes.set(bytes as f64);
             }
         }
     };

@@ -49,9 +49,20 @@ pub struct RuntimeBuilder {
     startup_timeout: Option<Duration>,
     shutdown_grace: Option<Duration>,
     rebalance_grace: Option<Duration>,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<String>,
 }
 
 impl RuntimeBuilder {
+    /// Serves every listener's metrics at `http://<address>/metrics` in Prometheus' text
+    /// format, from [`start`](Runtime::start) on (feature `prometheus`). Installs the
+    /// process-wide `metrics` recorder, so at most one per process; without this, the
+    /// metrics go to whatever recorder the program installed itself.
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, address: impl Into<String>) -> Self {
+        self.prometheus = Some(address.into());
+        self
+    }
     /// Where the brokers are.
     pub fn bootstrap_servers(mut self, servers: impl Into<String>) -> Self {
         self.bootstrap = Some(servers.into());
@@ -165,7 +176,16 @@ impl RuntimeBuilder {
             }
         };
         duration_ms("startup_timeout", startup_timeout)?;
+        #[cfg(feature = "prometheus")]
+        let prometheus = match self.prometheus {
+            Some(a) => Some(
+                a.parse::<std::net::SocketAddr>().map_err(|e| ConfigError::new("prometheus", format!("`{a}` is not an address: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Runtime {
+            #[cfg(feature = "prometheus")]
+            prometheus,
             common,
             consumer: self.consumer,
             producer: self.producer,
@@ -180,6 +200,8 @@ impl RuntimeBuilder {
 /// Listeners ready to run; see [`Runtime::start`].
 #[derive(Debug)]
 pub struct Runtime {
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<std::net::SocketAddr>,
     common: KafkaConfig,
     consumer: KafkaConfig,
     producer: KafkaConfig,
@@ -245,6 +267,14 @@ impl Runtime {
             consumers.push((l.clone(), Arc::new(c), partitions, assigned));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
+        #[cfg(feature = "prometheus")]
+        if let Some(address) = self.prometheus {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(address)
+                .install()
+                .map_err(|e| ConfigError::new("prometheus", format!("cannot serve metrics at {address}: {e}")))?;
+            tracing::info!(%address, "serving metrics at http://{address}/metrics");
+        }
 
         let publisher = Arc::new(Publisher::new(producer));
         let shutdown = CancellationToken::new();
@@ -259,7 +289,7 @@ impl Runtime {
                 .subscribe(&topics)
                 .map_err(|e| Error::kafka(format!("listener `{}`: subscribing to {topics:?}", listener.name()), e))?;
             tracing::info!(listener = %listener.name(), group = %listener.group(), ?topics, "listening");
-            let m = Arc::new(Metrics::default());
+            let m = Arc::new(Metrics::new(listener.name()));
             metrics.push((listener.name().to_owned(), Arc::clone(&m)));
             let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
             let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));

@@ -69,6 +69,7 @@ pub(crate) enum Pass<'a> {
 
 impl Circuit {
     pub(crate) fn new(listener: &str, settings: Option<CircuitBreaker>, metrics: Arc<Metrics>) -> Self {
+        metrics.set_breaker_open(false);
         Circuit {
             listener: listener.to_owned(),
             breaker: settings.map(|s| Mutex::new(Breaker::new(s))),
@@ -80,11 +81,6 @@ impl Circuit {
 
     fn lock(&self) -> Option<std::sync::MutexGuard<'_, Breaker>> {
         self.breaker.as_ref().map(|b| b.lock().expect("breaker lock"))
-    }
-
-    /// Whether outcomes are counted at all (a breaker is configured).
-    pub(crate) fn counts(&self) -> bool {
-        self.breaker.is_some()
     }
 
     /// The gate, to be watched by an owner.
@@ -125,14 +121,15 @@ impl Circuit {
         }
     }
 
-    /// The outcome of a call that went with [`Pass::Go`]; `true` when handling is held now
-    /// (this outcome opened the breaker, or another did meanwhile).
-    pub(crate) fn record(&self, failed: bool, key: u64) -> bool {
+    /// The outcome of a call that went with [`Pass::Go`] (`key`: the record's, see
+    /// [`key_of`], computed only when a breaker counts); `true` when handling is held now
+    /// (this outcome opened the breaker, another did meanwhile, or an operator paused).
+    pub(crate) fn record(&self, failed: bool, key: impl FnOnce() -> u64) -> bool {
         if self.manual.load(Ordering::Acquire) {
             return true;
         }
         let Some(mut b) = self.lock() else { return false };
-        let tripped = b.record(now_ms(), failed, key);
+        let tripped = b.record(now_ms(), failed, key());
         let held = b.phase() != Phase::Closed;
         drop(b);
         if let Some(t) = tripped {

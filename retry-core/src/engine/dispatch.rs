@@ -33,6 +33,8 @@ const MAX_DRAIN: usize = 2_048;
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one log line per distinct consumer error in this time.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the paused-partitions gauges are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Route {
@@ -80,10 +82,16 @@ pub(crate) async fn run(
     };
     {
         let mut stream = consumer.stream();
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                _ = sample.tick() => {
+                    d.sample_paused();
+                    continue;
+                }
                 Some(request) = requests.recv() => {
                     d.serve(&consumer, request);
                     continue;
@@ -109,6 +117,18 @@ pub(crate) async fn run(
 }
 
 impl Dispatcher {
+    /// Sets the paused-partitions gauges from the partitions' own state.
+    fn sample_paused(&self) {
+        let mut counts = [0; 4];
+        for a in self.partitions.assigned.lock().expect("partitions lock").values() {
+            let reasons = a.slot.pause_reasons();
+            for (n, reason) in counts.iter_mut().zip(PauseReason::ALL) {
+                *n += usize::from(reasons.contains(reason));
+            }
+        }
+        self.shared.metrics.set_paused(counts);
+    }
+
     fn take(&mut self, consumer: &ListenerConsumer, message: Result<BorrowedMessage<'_>, KafkaError>) {
         let m = match message {
             Ok(m) => m,

@@ -150,6 +150,7 @@ pub(crate) fn spawn(
         not_due_until: None,
         held: None,
         stopped: false,
+        reported_in_flight: 0,
     };
     let guard = FinishGuard(Arc::clone(&finished));
     let join = tokio::spawn(
@@ -204,6 +205,8 @@ struct Owner {
     /// The record last held back as not due: (offset, until).
     held: Option<(i64, i64)>,
     stopped: bool,
+    /// This partition's share of the in-flight gauge.
+    reported_in_flight: usize,
 }
 
 impl Owner {
@@ -257,6 +260,8 @@ impl Owner {
         self.store();
         self.release_queue();
         self.shared.budget.release(std::mem::take(&mut self.unreleased));
+        // Abandoned publishes leave the gauge with the owner.
+        self.shared.metrics.add_in_flight(-(self.reported_in_flight as f64));
     }
 
     /// Follows the listener's gate: held pauses the partition (reason breaker); open
@@ -309,7 +314,17 @@ impl Owner {
         }
     }
 
+    /// Brings the listener's in-flight gauge up to date with this partition's window.
+    fn report_in_flight(&mut self) {
+        let now = self.window.in_flight();
+        if now != self.reported_in_flight {
+            self.shared.metrics.add_in_flight(now as f64 - self.reported_in_flight as f64);
+            self.reported_in_flight = now;
+        }
+    }
+
     fn store(&mut self) {
+        self.report_in_flight();
         if let Some(last) = self.done_through {
             self.slot.store(&*self.shared.consumer, last + 1);
         }
@@ -410,7 +425,12 @@ impl Owner {
                 let retry = decoded.ok().flatten();
                 record.set_attempt(attempt, retry.clone());
                 let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
+                if let Some(r) = &retry {
+                    shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
+                }
+                let started = std::time::Instant::now();
                 let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
+                shared.metrics.observe_handler(started.elapsed());
                 // Only a retryable failure may be an outage; a fatal one says the record is bad.
                 let outage_like = matches!(&result, Err(e) if e.is_retryable());
                 let held = match probe {
@@ -418,12 +438,14 @@ impl Owner {
                         probe.report(!outage_like);
                         outage_like
                     }
-                    None if shared.circuit.counts() => shared.circuit.record(outage_like, circuit::key_of(&record)) && outage_like,
-                    None => false,
+                    None => shared.circuit.record(outage_like, || circuit::key_of(&record)) && outage_like,
                 };
                 match result {
                     Ok(()) => {
                         shared.metrics.inc_processed();
+                        if let Some(r) = &retry {
+                            shared.metrics.observe_recovery(now_ms() - r.first_failure_ms);
+                        }
                         self.finish(offset, bytes);
                     }
                     Err(error) if held => {

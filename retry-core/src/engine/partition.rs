@@ -28,6 +28,11 @@ pub(crate) enum PauseReason {
     Breaker = 8,
 }
 
+impl PauseReason {
+    /// Every reason, in the order of [`PAUSE_REASONS`](crate::metrics::PAUSE_REASONS).
+    pub(crate) const ALL: [PauseReason; 4] = [PauseReason::NotDue, PauseReason::Backpressure, PauseReason::Stopped, PauseReason::Breaker];
+}
+
 /// A set of [`PauseReason`]s; pure, so its transitions are unit-tested.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PauseReasons(u8);
@@ -61,8 +66,7 @@ impl PauseReasons {
         }
     }
 
-    #[cfg(test)]
-    fn contains(self, reason: PauseReason) -> bool {
+    pub(crate) fn contains(self, reason: PauseReason) -> bool {
         self.0 & reason as u8 != 0
     }
 
@@ -121,6 +125,11 @@ impl PartitionSlot {
 
     pub(crate) fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Why the partition is paused now (empty: it is not).
+    pub(crate) fn pause_reasons(&self) -> PauseReasons {
+        self.state.lock().expect("partition lock").reasons
     }
 
     fn list(&self) -> TopicPartitionList {
