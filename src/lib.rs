@@ -20,4 +20,7 @@
 #![deny(missing_docs)]
 
 pub use retry_core::*;
+
+#[cfg(feature = "cli")]
+pub mod cli;
 pub use retry_macros::{dlt_handler, retryable_topic};

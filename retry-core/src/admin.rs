@@ -1,4 +1,5 @@
-//! Topic checks at startup, and opt-in creation of *missing* retry and DLT topics.
+//! Topic checks at startup, and opt-in creation of *missing* retry and DLT topics; the
+//! same [`plan`] and [`create_missing`] serve the `retryable-topic topics` command.
 //!
 //! Only `CreateTopics` is ever sent, and only for retry/DLT names that the metadata does not
 //! list. No `CreatePartitions`, no `AlterConfigs`, no call of any kind on a source topic.
@@ -14,6 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
+use crate::policy::TopicSpec;
 
 /// Partition count of every topic the cluster lists, without asking for auto-creation.
 pub fn topic_partitions(config: &KafkaConfig, timeout: Duration) -> Result<HashMap<String, usize>> {
@@ -28,37 +30,71 @@ pub fn topic_partitions(config: &KafkaConfig, timeout: Duration) -> Result<HashM
     Ok(md.topics().iter().filter(|t| t.error().is_none()).map(|t| (t.name().to_owned(), t.partitions().len())).collect())
 }
 
-/// Checks every listener's topics; creates missing retry/DLT topics where its policy allows.
-pub(crate) async fn ensure_topics(config: &KafkaConfig, listeners: &[Listener], timeout: Duration) -> Result<()> {
-    let mut existing = topic_partitions(config, timeout)?;
-    let mut to_create: Vec<(String, i32, i32)> = Vec::new();
-    for l in listeners {
-        let mut missing = Vec::new();
-        for s in l.topology().sources() {
-            let Some(&source_partitions) = existing.get(&s.source) else {
-                return Err(Error::UnknownTopic { listener: l.name().to_owned(), topic: s.source.clone() });
-            };
-            for t in s.derived() {
-                if !existing.contains_key(t) && !to_create.iter().any(|(n, _, _)| n == t) {
-                    missing.push((t.to_owned(), source_partitions));
-                }
-            }
+/// What a retry or DLT topic of a listener needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlan {
+    /// The topic.
+    pub topic: String,
+    /// `retry`, `retry level N` or `dlt`.
+    pub role: String,
+    /// Its source topic.
+    pub source: String,
+    /// Partitions it has (`Some`) or would be created with (`None` while missing).
+    pub partitions: Option<usize>,
+    /// Partitions and replication it would be created with, if missing.
+    pub create: Option<(i32, i32)>,
+}
+
+impl TopicPlan {
+    /// Whether it exists.
+    pub fn exists(&self) -> bool {
+        self.create.is_none()
+    }
+}
+
+/// The retry and DLT topics `listener` needs, whether each exists, and how a missing one
+/// would be created (partitions from `spec`, else its source's; replication from `spec`,
+/// else the broker's default). Errs if a source topic does not exist.
+pub fn plan(config: &KafkaConfig, listener: &Listener, spec: TopicSpec, timeout: Duration) -> Result<Vec<TopicPlan>> {
+    plan_with(&topic_partitions(config, timeout)?, listener, spec)
+}
+
+fn plan_with(existing: &HashMap<String, usize>, l: &Listener, spec: TopicSpec) -> Result<Vec<TopicPlan>> {
+    let mut out = Vec::new();
+    for s in l.topology().sources() {
+        let Some(&source_partitions) = existing.get(&s.source) else {
+            return Err(Error::UnknownTopic { listener: l.name().to_owned(), topic: s.source.clone() });
+        };
+        let roles = s
+            .retry
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t, if s.retry.len() == 1 { "retry".to_owned() } else { format!("retry level {i}") }))
+            .chain(s.dlt.iter().map(|t| (t, "dlt".to_owned())));
+        for (t, role) in roles {
+            let partitions = existing.get(t).copied();
+            let create = partitions
+                .is_none()
+                .then(|| (spec.partitions.unwrap_or(i32::try_from(source_partitions).unwrap_or(1).max(1)), spec.replication.unwrap_or(-1)));
+            out.push(TopicPlan { topic: t.clone(), role, source: s.source.clone(), partitions, create });
         }
-        if missing.is_empty() {
-            continue;
-        }
-        match l.policy().auto_create() {
-            None => {
-                return Err(Error::MissingTopics { listener: l.name().to_owned(), topics: missing.into_iter().map(|(t, _)| t).collect() })
+    }
+    Ok(out)
+}
+
+/// Creates the missing topics of `plan` (only `CreateTopics`; existing topics are never
+/// touched) and waits until the metadata lists them. Returns the topics created.
+pub async fn create_missing(config: &KafkaConfig, plan: &[TopicPlan], timeout: Duration) -> Result<Vec<String>> {
+    let mut to_create: Vec<(&str, i32, i32)> = Vec::new();
+    for p in plan {
+        if let Some((partitions, replication)) = p.create {
+            if !to_create.iter().any(|(n, _, _)| *n == p.topic) {
+                to_create.push((&p.topic, partitions, replication));
             }
-            Some(spec) => to_create.extend(missing.into_iter().map(|(t, n)| {
-                let partitions = spec.partitions.unwrap_or(i32::try_from(n).unwrap_or(1).max(1));
-                (t, partitions, spec.replication.unwrap_or(-1))
-            })),
         }
     }
     if to_create.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let admin: AdminClient<DefaultClientContext> =
         config.to_client_config().create().map_err(|e| crate::config::client_error("admin client", e))?;
@@ -80,14 +116,29 @@ pub(crate) async fn ensure_topics(config: &KafkaConfig, listeners: &[Listener], 
     // Wait until the metadata lists them, so consumers subscribe to topics that exist.
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        existing = topic_partitions(config, timeout)?;
-        let pending: Vec<&str> = to_create.iter().map(|(n, _, _)| n.as_str()).filter(|n| !existing.contains_key(*n)).collect();
+        let existing = topic_partitions(config, timeout)?;
+        let pending: Vec<&str> = to_create.iter().map(|(n, _, _)| *n).filter(|n| !existing.contains_key(*n)).collect();
         if pending.is_empty() {
-            return Ok(());
+            return Ok(to_create.iter().map(|(n, _, _)| (*n).to_owned()).collect());
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Error::TopicCreation { topic: pending.join(", "), reason: "created but not visible in metadata in time".into() });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Checks every listener's topics; creates missing retry/DLT topics where its policy allows.
+pub(crate) async fn ensure_topics(config: &KafkaConfig, listeners: &[Listener], timeout: Duration) -> Result<()> {
+    let existing = topic_partitions(config, timeout)?;
+    let mut all = Vec::new();
+    for l in listeners {
+        let plan = plan_with(&existing, l, l.policy().auto_create().unwrap_or_default())?;
+        let missing: Vec<String> = plan.iter().filter(|p| !p.exists()).map(|p| p.topic.clone()).collect();
+        if !missing.is_empty() && l.policy().auto_create().is_none() {
+            return Err(Error::MissingTopics { listener: l.name().to_owned(), topics: missing });
+        }
+        all.extend(plan);
+    }
+    create_missing(config, &all, timeout).await.map(|_| ())
 }

@@ -50,7 +50,8 @@ impl KafkaConfig {
     pub fn redacted(&self) -> Vec<(String, String)> {
         self.entries.iter().map(|(k, v)| (k.clone(), if is_secret(k) { "[redacted]".to_owned() } else { v.clone() })).collect()
     }
-    pub(crate) fn to_client_config(&self) -> ClientConfig {
+    /// The settings as an rdkafka `ClientConfig`, to build clients of your own.
+    pub fn to_client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         for (k, v) in &self.entries {
             c.set(k, v);

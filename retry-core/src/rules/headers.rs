@@ -49,6 +49,9 @@ pub mod names {
     pub const ERROR_KIND: &str = "rt-error-kind";
     /// Text of the last error.
     pub const ERROR: &str = "rt-error";
+    /// How many times the record was replayed from a DLT (decimal text). Not part of the
+    /// retry set: it travels with the record like a user header, replaced on each replay.
+    pub const REPLAYED: &str = "rt-replayed";
 }
 
 /// Why a record failed, or why it reached the DLT.
@@ -155,9 +158,33 @@ pub fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Whether `name` is a framework header.
+/// Whether `name` is a framework header of the retry set (the replay marker is not).
 pub fn is_framework_header(name: &str) -> bool {
-    name.starts_with(PREFIX)
+    name.starts_with(PREFIX) && name != names::REPLAYED
+}
+
+/// The headers of a record replayed from a DLT: the user's headers in their order (every
+/// framework header and the old replay marker dropped), the marker `rt-replayed` counting
+/// this replay (one header, whatever the number of replays), then `fresh` retry headers if
+/// the record goes to a retry topic (none for a source topic: a fresh first attempt).
+pub fn for_replay<'a, I>(headers: I, fresh: Option<&RetryHeaders>) -> Vec<(String, Option<Vec<u8>>)>
+where
+    I: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+{
+    let mut replays: u32 = 0;
+    let mut out: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    for (name, value) in headers {
+        if name == names::REPLAYED {
+            replays = value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()).unwrap_or(replays);
+        } else if !is_framework_header(name) {
+            out.push((name.to_owned(), value.map(<[u8]>::to_vec)));
+        }
+    }
+    out.push((names::REPLAYED.to_owned(), Some(replays.saturating_add(1).to_string().into_bytes())));
+    if let Some(h) = fresh {
+        out.extend(h.encode().into_iter().map(|(n, v)| (n.to_owned(), Some(v))));
+    }
+    out
 }
 
 impl RetryHeaders {
@@ -257,6 +284,23 @@ where
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_replay_keeps_user_headers_and_one_bounded_marker() {
+        let h = sample();
+        let dead = replace([("traceparent", Some(b"abc".as_slice()))], &h);
+        let borrowed = |hs: &[(String, Option<Vec<u8>>)]| hs.iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>();
+        let once = for_replay(dead.iter().map(|(n, v)| (n.as_str(), v.as_deref())), None);
+        assert_eq!(borrowed(&once), [("traceparent".to_owned(), Some(b"abc".to_vec())), (names::REPLAYED.to_owned(), Some(b"1".to_vec()))]);
+        assert_eq!(RetryHeaders::decode(once.iter().map(|(n, v)| (n.as_str(), v.as_deref()))), Ok(None), "a fresh first attempt");
+        let mut again = once;
+        for _ in 0..99 {
+            again = for_replay(again.iter().map(|(n, v)| (n.as_str(), v.as_deref())), Some(&h));
+        }
+        assert_eq!(again.iter().filter(|(n, _)| n == names::REPLAYED).count(), 1);
+        assert!(again.contains(&(names::REPLAYED.to_owned(), Some(b"100".to_vec()))));
+        assert_eq!(RetryHeaders::decode(again.iter().map(|(n, v)| (n.as_str(), v.as_deref()))), Ok(Some(h)));
+    }
 
     fn sample() -> RetryHeaders {
         RetryHeaders {
