@@ -62,7 +62,7 @@ async fn a_dlt_filled_by_a_listener_is_inspected_and_replayed_once() {
     let calls = Calls::default();
     let store_down = Arc::new(AtomicBool::new(true));
     let down = store_down.clone();
-    let policy = RetryPolicy::builder().attempts(1).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap();
+    let policy = RetryPolicy::builder().attempts(2).dlt(DltStrategy::AlwaysRetryOnError).build().unwrap();
     let listener = recorded_listener("replay", &topic, &group, policy, &calls, move |r| {
         if r.key_str().is_some_and(|k| k.starts_with("bad")) && down.load(Ordering::SeqCst) {
             Err(HandlerError::fatal("store refused it"))
@@ -103,6 +103,12 @@ async fn a_dlt_filled_by_a_listener_is_inspected_and_replayed_once() {
     let other_group = stdout(cli(&broker).args(["dlt", "replay", &dlt, "--to", "source", "--group", "again", "--error-kind", "fatal"]));
     assert!(other_group.contains("replayed 3"), "{other_group}");
     eventually(WAIT, "the others handled", || calls.count("bad2", 1) == 2 && calls.count("bad3", 1) == 2).await;
+    // To the listener's retry topic: a retry due now (attempt 2), its origin kept.
+    let to_retry = stdout(cli(&broker).args(["dlt", "replay", &dlt, "--to", "retry", "--group", "third", "--key", "bad3"]));
+    assert!(to_retry.contains("replayed 1 · skipped by filter 2"), "{to_retry}");
+    eventually(WAIT, "the record handled from the retry topic", || calls.count("bad3", 2) == 1).await;
+    let h = calls.of("bad3").pop().unwrap().record.retry_headers().cloned().expect("retry headers");
+    assert_eq!((h.original_topic.as_str(), h.original_offset), (topic.as_str(), 3));
     running.shutdown().await;
 }
 
