@@ -364,6 +364,7 @@ fn sample_headers(attempt: u32, due_at_ms: i64) -> RetryHeaders {
         group: "my-listener-group".into(),
         error_kind: FailureKind::Retryable,
         error: "forecast store unavailable (connection refused)".into(),
+        hop: None,
     }
 }
 

@@ -419,6 +419,7 @@ fn forged(attempt: &[u8], due: &[u8]) -> Vec<(String, Vec<u8>)> {
         group: "g".into(),
         error_kind: FailureKind::Retryable,
         error: "forged".into(),
+        hop: None,
     }
     .encode()
     .into_iter()

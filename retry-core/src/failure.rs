@@ -3,6 +3,8 @@
 //! It sits below both [`handler`](crate::handler) and [`record`](crate::record), so neither
 //! imports the other for it.
 
+use std::time::Duration;
+
 use crate::headers::FailureKind;
 
 /// A boxed error.
@@ -12,20 +14,33 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct HandlerError {
     kind: FailureKind,
     source: BoxError,
+    delay: Option<Duration>,
 }
 
 impl HandlerError {
     /// A failure that may heal (an outage): the record is retried.
     pub fn retryable(error: impl Into<BoxError>) -> Self {
-        HandlerError { kind: FailureKind::Retryable, source: error.into() }
+        HandlerError { kind: FailureKind::Retryable, source: error.into(), delay: None }
     }
     /// A failure no retry can heal (an outlier): the record goes straight to the DLT.
     pub fn fatal(error: impl Into<BoxError>) -> Self {
-        HandlerError { kind: FailureKind::Fatal, source: error.into() }
+        HandlerError { kind: FailureKind::Fatal, source: error.into(), delay: None }
     }
     /// The payload could not be read: straight to the DLT.
     pub fn decode(error: impl Into<BoxError>) -> Self {
-        HandlerError { kind: FailureKind::Decode, source: error.into() }
+        HandlerError { kind: FailureKind::Decode, source: error.into(), delay: None }
+    }
+    /// Not now, but in `delay`: the record is retried like a retryable failure, due after
+    /// `delay` instead of the policy's backoff (capped at the backoff's longest delay), and
+    /// the attempt counts. For a handler that knows when to come back (a rate limit's
+    /// `Retry-After`, a scheduled delivery). It is counted as `deferred`, not `failed`, and
+    /// never suggests an outage to the circuit breaker.
+    pub fn retry_after(error: impl Into<BoxError>, delay: Duration) -> Self {
+        HandlerError { kind: FailureKind::Retryable, source: error.into(), delay: Some(delay) }
+    }
+    /// The delay asked for with [`retry_after`](Self::retry_after).
+    pub fn requested_delay(&self) -> Option<Duration> {
+        self.delay
     }
     /// The classification.
     pub fn kind(&self) -> FailureKind {
@@ -55,6 +70,6 @@ impl std::fmt::Display for HandlerError {
 
 impl std::fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandlerError").field("kind", &self.kind).field("source", &self.source).finish()
+        f.debug_struct("HandlerError").field("kind", &self.kind).field("source", &self.source).field("delay", &self.delay).finish()
     }
 }

@@ -9,7 +9,7 @@
 //! The layout shows the architecture:
 //!
 //! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`breaker`], [`topics`],
-//!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`]); the proc-macro
+//!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`], [`ladder`]); the proc-macro
 //!   shares them without linking librdkafka;
 //! * `engine/`: the consumer core, which carries the rules' plans out against the broker
 //!   (dispatch, partition state, rebalance, handler execution, pipelined publishing);
@@ -26,11 +26,12 @@ mod rules {
     pub mod duration;
     pub mod headers;
     pub mod journey;
+    pub mod ladder;
     pub mod policy;
     pub mod topics;
     pub mod topology;
 }
-pub use rules::{backoff, breaker, decision, duration, headers, journey, policy, topics, topology};
+pub use rules::{backoff, breaker, decision, duration, headers, journey, ladder, policy, topics, topology};
 
 pub mod error;
 

@@ -8,7 +8,7 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
 //! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}` | gauge |
 
@@ -32,6 +32,8 @@ pub struct Metrics {
     breaker_probes: AtomicU64,
     breaker_closed: AtomicU64,
     held_by_breaker: AtomicU64,
+    hops: AtomicU64,
+    deferred: AtomicU64,
     queued_bytes: AtomicU64,
     peak_queued_bytes: AtomicU64,
     breaker_open: AtomicU64,
@@ -71,6 +73,13 @@ pub struct MetricsSnapshot {
     /// Failed records held in place (not republished, not counted as an attempt) because
     /// the breaker was open.
     pub held_by_breaker: u64,
+    /// Records moved from one ladder tier to the next (republished without a handler
+    /// call; see [`ladder`](crate::ladder)).
+    pub hops: u64,
+    /// Failed attempts whose handler asked for its own delay
+    /// ([`HandlerError::retry_after`](crate::failure::HandlerError::retry_after)); counted
+    /// here instead of in `failed`.
+    pub deferred: u64,
     /// Listeners whose handling is held now by an open breaker or an operator's pause
     /// (gauge: 0 or 1 per listener, summed).
     pub breaker_open: u64,
@@ -98,6 +107,8 @@ impl std::ops::Add for MetricsSnapshot {
             breaker_probes: self.breaker_probes + o.breaker_probes,
             breaker_closed: self.breaker_closed + o.breaker_closed,
             held_by_breaker: self.held_by_breaker + o.held_by_breaker,
+            hops: self.hops + o.hops,
+            deferred: self.deferred + o.deferred,
             breaker_open: self.breaker_open + o.breaker_open,
             queued_bytes: self.queued_bytes + o.queued_bytes,
             peak_queued_bytes: self.peak_queued_bytes.max(o.peak_queued_bytes),
@@ -109,7 +120,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} breaker-opened={} held-by-breaker={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -120,6 +131,8 @@ impl std::fmt::Display for MetricsSnapshot {
             self.publish_failed,
             self.breaker_opened,
             self.held_by_breaker,
+            self.hops,
+            self.deferred,
             self.peak_queued_bytes
         )
     }
@@ -284,4 +297,6 @@ counters! {
     breaker_probes => inc_breaker_probes,
     breaker_closed => inc_breaker_closed,
     held_by_breaker => inc_held_by_breaker,
+    hops => inc_hops,
+    deferred => inc_deferred,
 }

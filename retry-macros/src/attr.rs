@@ -77,6 +77,8 @@ pub(crate) struct RetryableArgs {
     pub dlt: Option<Spanned<DltStrategy>>,
     pub fixed_delay: Option<Spanned<TopicStrategy>>,
     pub max_retry_topics: Option<Spanned<usize>>,
+    /// Each tier as written and read.
+    pub tiers: Option<Spanned<Vec<(LitStr, Duration)>>>,
     pub group_naming: Option<Spanned<GroupNaming>>,
     pub timeout: Option<Spanned<Duration>>,
     pub blocking_attempts: Option<Spanned<u32>>,
@@ -110,6 +112,7 @@ impl RetryableArgs {
             DLT => t(&self.dlt),
             FIXED_DELAY => t(&self.fixed_delay),
             MAX_RETRY_TOPICS => t(&self.max_retry_topics),
+            TIERS => t(&self.tiers),
             GROUP_NAMING => t(&self.group_naming),
             TIMEOUT => t(&self.timeout),
             BLOCKING_ATTEMPTS => t(&self.blocking_attempts),
@@ -254,6 +257,21 @@ fn string_list(cx: &Ctxt, e: &Expr, key: Symbol) -> Option<Vec<LitStr>> {
     read.into_iter().collect()
 }
 
+/// A list of duration strings, each kept with its literal (for errors about one tier).
+fn duration_list(cx: &Ctxt, e: &Expr, key: Symbol) -> Option<Vec<(LitStr, Duration)>> {
+    let read: Vec<Option<(LitStr, Duration)>> = string_list(cx, e, key)?
+        .into_iter()
+        .map(|s| match parse_duration(&s.value()) {
+            Ok(d) => Some((s, d)),
+            Err(err) => {
+                cx.error_spanned_by(&s, format!("`{key}`: {err}"));
+                None
+            }
+        })
+        .collect();
+    read.into_iter().collect()
+}
+
 fn path_in_str(cx: &Ctxt, e: &Expr, key: Symbol) -> Option<Path> {
     let s = lit_str(cx, e, key)?;
     s.parse::<Path>().map_err(|_| cx.error_spanned_by(&s, format!("`{key}` takes a path, e.g. {key} = \"::retryable_topic\""))).ok()
@@ -285,6 +303,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
     let mut dlt = Attr::none(cx, DLT);
     let mut fixed_delay = Attr::none(cx, FIXED_DELAY);
     let mut max_retry_topics = Attr::none(cx, MAX_RETRY_TOPICS);
+    let mut tiers = Attr::none(cx, TIERS);
     let mut group_naming = Attr::none(cx, GROUP_NAMING);
     let mut timeout = Attr::none(cx, TIMEOUT);
     let mut blocking_attempts = Attr::none(cx, BLOCKING_ATTEMPTS);
@@ -321,6 +340,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
             DLT => dlt.set_opt(&v, choice(cx, &v, key, &DltStrategy::NAMES)),
             FIXED_DELAY => fixed_delay.set_opt(&v, choice(cx, &v, key, &TopicStrategy::NAMES)),
             MAX_RETRY_TOPICS => max_retry_topics.set_opt(&v, lit_int(cx, &v, key)),
+            TIERS => tiers.set_opt(&v, duration_list(cx, &v, key)),
             GROUP_NAMING => group_naming.set_opt(&v, choice(cx, &v, key, &GroupNaming::NAMES)),
             TIMEOUT => timeout.set_opt(&v, duration(cx, &v, key)),
             BLOCKING_ATTEMPTS => blocking_attempts.set_opt(&v, lit_int(cx, &v, key)),
@@ -363,6 +383,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         dlt: dlt.get(),
         fixed_delay: fixed_delay.get(),
         max_retry_topics: max_retry_topics.get(),
+        tiers: tiers.get(),
         group_naming: group_naming.get(),
         timeout: timeout.get(),
         blocking_attempts: blocking_attempts.get(),

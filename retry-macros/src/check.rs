@@ -14,11 +14,11 @@ use quote::{format_ident, quote, ToTokens};
 use retry_core::backoff::{Backoff, BackoffParts};
 use retry_core::policy::RetryPolicyBuilder;
 use retry_core::topology::Topology;
-use retry_core::{CircuitBreaker, ConfigError, RetryPolicy, TopicSpec};
+use retry_core::{CircuitBreaker, ConfigError, RetryPolicy, TopicSpec, TopicStrategy};
 
 use crate::attr::{BreakerArgs, RetryableArgs, Spanned};
 use crate::ctxt::Ctxt;
-use crate::symbol::{Symbol, PARTITIONS, REPLICATION, TOPICS};
+use crate::symbol::{Symbol, PARTITIONS, REPLICATION, TIERS, TOPICS};
 
 /// What the check pass hands to the expansion.
 pub(crate) struct Checked {
@@ -102,6 +102,16 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
     }
     if let Some(n) = v(&a.max_retry_topics) {
         calls.call(|b| b.max_retry_topics(n), quote!(.max_retry_topics(#n)));
+    }
+    if let Some(tiers) = &a.tiers {
+        if v(&a.fixed_delay) == Some(TopicStrategy::Ladder) {
+            let durations: Vec<Duration> = tiers.value.iter().map(|(_, d)| *d).collect();
+            let tokens: Vec<TokenStream> = durations.iter().map(|d| calls.duration(*d)).collect();
+            calls.call(|b| b.ladder_tiers(durations), quote!(.ladder_tiers([#(#tokens),*])));
+        } else {
+            // The macro's own syntax: tiers belong to the ladder.
+            cx.error_spanned_by(&tiers.tokens, format!("`{TIERS}` only applies with `fixed_delay = ladder`"));
+        }
     }
     if let Some(g) = v(&a.group_naming) {
         let t = variant(p, "GroupNaming", g);
@@ -238,8 +248,9 @@ fn report(cx: &Ctxt, a: &RetryableArgs, e: ConfigError) {
         cx.syn_error(syn::Error::new(Span::call_site(), e.to_string()));
         return;
     };
-    let element = match (arg, e.item, &a.topics) {
-        (TOPICS, Some(i), Some(topics)) => topics.value.get(i).map(ToTokens::into_token_stream),
+    let element = match (arg, e.item) {
+        (TOPICS, Some(i)) => a.topics.as_ref().and_then(|t| t.value.get(i)).map(ToTokens::into_token_stream),
+        (TIERS, Some(i)) => a.tiers.as_ref().and_then(|t| t.value.get(i)).map(|(lit, _)| lit.to_token_stream()),
         _ => None,
     };
     match element.or_else(|| a.tokens_of(arg).cloned()) {

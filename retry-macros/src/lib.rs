@@ -45,8 +45,9 @@ mod symbol;
 /// | `suffix` | string | `"-retries"` | retry-topic suffix |
 /// | `dlt_suffix` | string | `"-dlt"` | dead-letter-topic suffix |
 /// | `dlt` | `always_retry_on_error` \| `fail_on_error` \| `no_dlt` | `always_retry_on_error` | what happens after the last attempt, and if the DLT publish fails |
-/// | `fixed_delay` | `single_topic` \| `multiple_topics` | `single_topic` | one retry topic for all attempts, or one per delay level |
+/// | `fixed_delay` | `single_topic` \| `multiple_topics` \| `ladder` | `single_topic` | one retry topic for all attempts, one per delay level, or one per delay tier (any delay, few topics) |
 /// | `max_retry_topics` | integer ≥ 1 | `8` | bound of `multiple_topics` |
+/// | `tiers` | list of durations, growing | `["1s", "5s", "17s", "59s", "4m", "17m", "1h"]` | the tiers of `ladder` |
 /// | `group_naming` | `per_group` \| `shared` | `per_group` | whether retry/DLT names carry the group |
 /// | `timeout` | duration | none | give up (DLT) once the next attempt would be due this long after the first failure |
 /// | `blocking_attempts` | integer | `0` | in-memory retries before the first republish |

@@ -22,6 +22,7 @@ pub(crate) const DLT_SUFFIX: Symbol = Symbol("dlt_suffix");
 pub(crate) const DLT: Symbol = Symbol("dlt");
 pub(crate) const FIXED_DELAY: Symbol = Symbol("fixed_delay");
 pub(crate) const MAX_RETRY_TOPICS: Symbol = Symbol("max_retry_topics");
+pub(crate) const TIERS: Symbol = Symbol("tiers");
 pub(crate) const GROUP_NAMING: Symbol = Symbol("group_naming");
 pub(crate) const TIMEOUT: Symbol = Symbol("timeout");
 pub(crate) const BLOCKING_ATTEMPTS: Symbol = Symbol("blocking_attempts");
@@ -55,6 +56,7 @@ pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
     DLT,
     FIXED_DELAY,
     MAX_RETRY_TOPICS,
+    TIERS,
     GROUP_NAMING,
     TIMEOUT,
     BLOCKING_ATTEMPTS,
@@ -89,6 +91,7 @@ pub(crate) const SETTINGS: &[(&str, Symbol)] = &[
     ("dlt", DLT),
     ("topic_strategy", FIXED_DELAY),
     ("max_retry_topics", MAX_RETRY_TOPICS),
+    ("ladder_tiers", TIERS),
     ("group_naming", GROUP_NAMING),
     ("timeout", TIMEOUT),
     ("blocking_attempts", BLOCKING_ATTEMPTS),

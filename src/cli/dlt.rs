@@ -267,6 +267,7 @@ fn destination(d: &DeadLetter, to: &str, suffix: &str, naming: retry_core::Group
                 first_failure_ms: now_ms(),
                 error_kind: FailureKind::Retryable,
                 error: format!("replayed from the DLT after: {}", h.error),
+                hop: None,
                 ..h.clone()
             };
             let fresh = RetryHeaders { error: headers::truncate_utf8(&fresh.error, headers::MAX_ERROR_BYTES).to_owned(), ..fresh };

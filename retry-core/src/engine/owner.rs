@@ -381,8 +381,7 @@ impl Owner {
         let (offset, bytes) = (record.offset(), record.queued_bytes());
         let decoded = record.decode_retry_headers();
         let held_until = self.held.filter(|(o, _)| *o == offset).map(|(_, until)| until);
-        let arrival =
-            journey::on_arrival(listener.topology().role(record.topic()), &decoded, now_ms, listener.policy().due_horizon(), held_until);
+        let arrival = journey::on_arrival(listener.topology().role(record.topic()), &decoded, now_ms, listener.policy(), held_until);
         match arrival {
             Arrival::Foreign => {
                 tracing::error!(offset, "record from a topic this listener does not own; skipping it");
@@ -409,6 +408,13 @@ impl Owner {
                 }
                 self.queue.push_front(record);
             }
+            Arrival::Hop { topic, headers } => {
+                tracing::debug!(offset, to = %topic, due_at = %format_ms(headers.due_at_ms), "hopping down the ladder");
+                let failed =
+                    self.failed_attempt(&record, Some(&headers), headers.attempt, FailureKind::PublishFailed, &headers.error, now_ms());
+                let fallback = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::PublishFailed);
+                self.publish_retry(record, bytes, topic, headers, Some(fallback), true).await;
+            }
             Arrival::Handle { attempt, headerless_retry } => {
                 if headerless_retry {
                     tracing::warn!(
@@ -431,8 +437,9 @@ impl Owner {
                 let started = std::time::Instant::now();
                 let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
                 shared.metrics.observe_handler(started.elapsed());
-                // Only a retryable failure may be an outage; a fatal one says the record is bad.
-                let outage_like = matches!(&result, Err(e) if e.is_retryable());
+                // Only a retryable failure may be an outage; a fatal one says the record is bad,
+                // and one asking for its own delay knows what it is doing.
+                let outage_like = matches!(&result, Err(e) if e.is_retryable() && e.requested_delay().is_none());
                 let held = match probe {
                     Some(probe) => {
                         probe.report(!outage_like);
@@ -457,9 +464,15 @@ impl Owner {
                         self.hold_for_breaker(record, None);
                     }
                     Err(error) => {
-                        shared.metrics.inc_failed();
+                        match error.requested_delay() {
+                            Some(_) => shared.metrics.inc_deferred(),
+                            None => shared.metrics.inc_failed(),
+                        }
                         let text = error.to_string();
-                        let failed = self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms());
+                        let failed = FailedAttempt {
+                            requested_delay: error.requested_delay(),
+                            ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
+                        };
                         let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
                         let fallback = match &plan {
                             Plan::Republish { .. } => {
@@ -481,6 +494,23 @@ impl Owner {
         self.release_queue();
         self.min_epoch = self.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire) + 1;
         let _ = self.shared.requests.send(Request::Seek { slot: Arc::clone(&self.slot), offset: offset + 1 });
+    }
+
+    /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
+    async fn publish_retry(
+        &mut self,
+        record: Record,
+        bytes: usize,
+        topic: String,
+        headers: RetryHeaders,
+        fallback: Option<Plan>,
+        hop: bool,
+    ) {
+        let offset = record.offset();
+        let enqueued = self.shared.publisher.enqueue(&topic, &record, &headers).await;
+        let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
+        let publish = republish(shared, cancel, record, RetryTarget { topic, headers, hop }, enqueued, fallback).boxed();
+        self.push_publish(offset, bytes, publish);
     }
 
     fn source(&self) -> &SourceTopics {
@@ -509,6 +539,7 @@ impl Owner {
             error,
             group: self.shared.listener.group(),
             now_ms,
+            requested_delay: None,
         }
     }
 
@@ -524,10 +555,7 @@ impl Owner {
             }
             Plan::Republish { topic, headers } => {
                 tracing::info!(offset, to = %topic, attempt = headers.attempt, due_at = %format_ms(headers.due_at_ms), error = %headers.error, "retrying");
-                let enqueued = self.shared.publisher.enqueue(&topic, &record, &headers).await;
-                let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-                let publish = republish(shared, cancel, record, topic, headers, enqueued, fallback).boxed();
-                self.push_publish(offset, bytes, publish);
+                self.publish_retry(record, bytes, topic, headers, fallback, false).await;
             }
             Plan::DeadLetter { topic, headers } => {
                 let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
@@ -542,6 +570,13 @@ fn instant_at(at_ms: i64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0))
 }
 
+/// Where a republish goes: a retry topic, or the next ladder tier for a `hop`.
+struct RetryTarget {
+    topic: String,
+    headers: RetryHeaders,
+    hop: bool,
+}
+
 /// Waits for a retry-topic publish; publishes again after transient errors (100 ms doubling
 /// to 5 s); after a permanent one, gives the record up by `fallback` (the DLT with reason
 /// `publish-failed`, or a drop).
@@ -549,11 +584,11 @@ async fn republish(
     shared: Arc<Shared>,
     cancel: CancellationToken,
     record: Record,
-    topic: String,
-    headers: RetryHeaders,
+    target: RetryTarget,
     mut enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
     fallback: Option<Plan>,
 ) -> Outcome {
+    let RetryTarget { topic, headers, hop } = target;
     let mut pause = Duration::from_millis(100);
     let mut logged = false;
     loop {
@@ -562,6 +597,10 @@ async fn republish(
             Err(e) => Err(e),
         };
         match result {
+            Ok(()) if hop => {
+                shared.metrics.inc_hops();
+                return Outcome::Done;
+            }
             Ok(()) => {
                 shared.metrics.inc_retried();
                 return Outcome::Done;

@@ -19,6 +19,10 @@ pub struct Failure {
     pub first_failure_ms: i64,
     /// Now, ms since the epoch.
     pub now_ms: i64,
+    /// The delay the handler asked for (`HandlerError::retry_after`), used instead of the
+    /// backoff (without jitter), at most the backoff's longest delay (so it stays within the
+    /// due horizon, where a claimed due time is trusted).
+    pub requested_delay: Option<Duration>,
 }
 
 /// What happens next to a failed record.
@@ -47,7 +51,10 @@ pub fn after_failure(policy: &RetryPolicy, failure: &Failure, unit_sample: f64) 
     if failure.attempt >= policy.attempts() {
         return Next::GiveUp(FailureKind::Exhausted);
     }
-    let delay = apply_jitter(policy.backoff().delay(failure.attempt), policy.jitter(), unit_sample);
+    let delay = match failure.requested_delay {
+        Some(delay) => delay.min(policy.backoff().max_delay()),
+        None => apply_jitter(policy.backoff().delay(failure.attempt), policy.jitter(), unit_sample),
+    };
     let due_at_ms = failure.now_ms.saturating_add(millis(delay));
     if let Some(timeout) = policy.timeout() {
         if due_at_ms > failure.first_failure_ms.saturating_add(millis(timeout)) {
@@ -105,7 +112,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn failure(kind: FailureKind, attempt: u32) -> Failure {
-        Failure { kind, attempt, first_failure_ms: NOW, now_ms: NOW }
+        Failure { kind, attempt, first_failure_ms: NOW, now_ms: NOW, requested_delay: None }
     }
 
     #[test]
@@ -163,10 +170,30 @@ mod tests {
             .timeout(Duration::from_secs(25))
             .build()
             .unwrap();
-        let at =
-            |elapsed_s: i64| Failure { kind: FailureKind::Retryable, attempt: 2, first_failure_ms: NOW, now_ms: NOW + elapsed_s * 1000 };
+        let at = |elapsed_s: i64| Failure {
+            kind: FailureKind::Retryable,
+            attempt: 2,
+            first_failure_ms: NOW,
+            now_ms: NOW + elapsed_s * 1000,
+            requested_delay: None,
+        };
         assert!(matches!(after_failure(&p, &at(10), 0.5), Next::Retry { .. }));
         assert_eq!(after_failure(&p, &at(20), 0.5), Next::GiveUp(FailureKind::TimedOut));
+    }
+
+    #[test]
+    fn a_requested_delay_replaces_the_backoff_up_to_its_longest_delay() {
+        let p = RetryPolicy::builder()
+            .attempts(3)
+            .backoff(Backoff::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(60)))
+            .jitter(0.5)
+            .build()
+            .unwrap();
+        let asking = |d: u64| Failure { requested_delay: Some(Duration::from_secs(d)), ..failure(FailureKind::Retryable, 1) };
+        assert_eq!(after_failure(&p, &asking(7), 0.0), Next::Retry { attempt: 2, due_at_ms: NOW + 7_000, level: 0 });
+        assert_eq!(after_failure(&p, &asking(7_200), 0.9), Next::Retry { attempt: 2, due_at_ms: NOW + 60_000, level: 0 });
+        let last = Failure { requested_delay: Some(Duration::from_secs(1)), ..failure(FailureKind::Retryable, 3) };
+        assert_eq!(after_failure(&p, &last, 0.5), Next::GiveUp(FailureKind::Exhausted), "attempts still count");
     }
 
     #[test]

@@ -41,7 +41,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             return Err(DurationError::new(input, "years and months have no fixed length"));
         }
         let secs = f64::from(iso.day) * 86_400.0 + f64::from(iso.hour) * 3_600.0 + f64::from(iso.minute) * 60.0 + f64::from(iso.second);
-        return Duration::try_from_secs_f64(secs).map_err(|_| DurationError::new(input, "out of range"));
+        // The parser reads single-precision floats: `PT1.4S` comes out as 1.39999998 s, so
+        // round to the microsecond.
+        let micros = (secs * 1e6).round();
+        return Duration::try_from_secs_f64(micros / 1e6).map_err(|_| DurationError::new(input, "out of range"));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DurationError::new(input, "a unit is missing"));
@@ -67,6 +70,9 @@ mod tests {
             ("1h 30m", 5_400_000),
             ("PT5M", 300_000),
             ("PT0.5S", 500),
+            ("PT1.400S", 1_400),
+            ("PT2S", 2_000),
+            ("PT1H", 3_600_000),
             ("P1DT1S", 86_401_000),
         ];
         for (text, ms) in cases {

@@ -13,6 +13,8 @@
 //! | `rt-group` | UTF-8 | len |
 //! | `rt-error-kind` | UTF-8: `retryable`, `fatal`, `decode`, `exhausted`, `timed-out`, `malformed-headers`, `publish-failed` | ≤ 17 |
 //! | `rt-error` | UTF-8, cut at [`MAX_ERROR_BYTES`] on a character boundary | ≤ 512 |
+//! | `rt-hop-due` | only on a [ladder](crate::ladder) tier: i64 big-endian ms, when the record leaves the tier | 8 |
+//! | `rt-hop-path` | only on a ladder tier: the tiers visited, one byte each, the latest [`MAX_PATH`](crate::ladder::MAX_PATH) | ≤ 16 |
 //!
 //! Every header whose name starts with [`PREFIX`] belongs to the framework: [`replace`]
 //! drops all of them and writes one fresh set, so a record's size does not grow with its
@@ -49,6 +51,10 @@ pub mod names {
     pub const ERROR_KIND: &str = "rt-error-kind";
     /// Text of the last error.
     pub const ERROR: &str = "rt-error";
+    /// When the record leaves its ladder tier, ms since the epoch.
+    pub const HOP_DUE: &str = "rt-hop-due";
+    /// The ladder tiers the record visited, one index per byte.
+    pub const HOP_PATH: &str = "rt-hop-path";
     /// How many times the record was replayed from a DLT (decimal text). Not part of the
     /// retry set: it travels with the record like a user header, replaced on each replay.
     pub const REPLAYED: &str = "rt-replayed";
@@ -134,6 +140,17 @@ pub struct RetryHeaders {
     pub error_kind: FailureKind,
     /// Text of the last error (at most [`MAX_ERROR_BYTES`]).
     pub error: String,
+    /// On a ladder tier: when it leaves the tier and the tiers visited.
+    pub hop: Option<Hop>,
+}
+
+/// Where a record stands on the [ladder](crate::ladder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// When it leaves its tier, ms since the epoch (never after the record's due time).
+    pub leave_at_ms: i64,
+    /// The tiers visited, by index, the latest [`MAX_PATH`](crate::ladder::MAX_PATH).
+    pub path: Vec<u8>,
 }
 
 /// A retry header that is missing or cannot be read.
@@ -190,7 +207,7 @@ where
 impl RetryHeaders {
     /// Encodes the fixed header set, in table order.
     pub fn encode(&self) -> Vec<(&'static str, Vec<u8>)> {
-        vec![
+        let mut headers = vec![
             (names::VERSION, vec![FORMAT_VERSION]),
             (names::ATTEMPT, self.attempt.to_be_bytes().to_vec()),
             (names::DUE_AT, self.due_at_ms.to_be_bytes().to_vec()),
@@ -202,7 +219,13 @@ impl RetryHeaders {
             (names::GROUP, self.group.as_bytes().to_vec()),
             (names::ERROR_KIND, self.error_kind.as_str().as_bytes().to_vec()),
             (names::ERROR, truncate_utf8(&self.error, MAX_ERROR_BYTES).as_bytes().to_vec()),
-        ]
+        ];
+        if let Some(hop) = &self.hop {
+            let keep = hop.path.len().saturating_sub(crate::ladder::MAX_PATH);
+            headers.push((names::HOP_DUE, hop.leave_at_ms.to_be_bytes().to_vec()));
+            headers.push((names::HOP_PATH, hop.path[keep..].to_vec()));
+        }
+        headers
     }
 
     /// Decodes the framework headers among `headers` (name, value; the last of a repeated
@@ -250,6 +273,19 @@ impl RetryHeaders {
         let error_kind = FailureKind::parse(&kind_text)
             .ok_or_else(|| HeaderError { header: names::ERROR_KIND, problem: format!("has unknown value {kind_text:?}") })?;
         let timestamp = i64::from_be_bytes(fixed(names::ORIGINAL_TIMESTAMP, get(names::ORIGINAL_TIMESTAMP)?)?);
+        let hop = match found.iter().any(|(n, _)| *n == names::HOP_DUE) {
+            false => None,
+            true => {
+                let path = get(names::HOP_PATH)?;
+                if path.len() > crate::ladder::MAX_PATH {
+                    return Err(HeaderError {
+                        header: names::HOP_PATH,
+                        problem: format!("is {} bytes, at most {} expected", path.len(), crate::ladder::MAX_PATH),
+                    });
+                }
+                Some(Hop { leave_at_ms: i64::from_be_bytes(fixed(names::HOP_DUE, get(names::HOP_DUE)?)?), path: path.to_vec() })
+            }
+        };
         Ok(Some(RetryHeaders {
             attempt,
             due_at_ms: i64::from_be_bytes(fixed(names::DUE_AT, get(names::DUE_AT)?)?),
@@ -261,6 +297,7 @@ impl RetryHeaders {
             group: text(names::GROUP)?,
             error_kind,
             error: text(names::ERROR)?,
+            hop,
         }))
     }
 }
@@ -314,6 +351,7 @@ mod tests {
             group: "my-listener-group".into(),
             error_kind: FailureKind::Retryable,
             error: "store unavailable".into(),
+            hop: None,
         }
     }
 
@@ -340,6 +378,7 @@ mod tests {
             group: "g31".into(),
             error_kind: FailureKind::Fatal,
             error: "e37".into(),
+            hop: None,
         };
         let encoded = h.encode();
         let get = |n: &str| encoded.iter().find(|(k, _)| *k == n).unwrap().1.clone();
@@ -378,6 +417,24 @@ mod tests {
         assert_eq!(&current[..3], &user[..]);
         assert_eq!(current.len(), user.len() + 11);
         assert_eq!(RetryHeaders::decode(as_refs(&current)).unwrap().unwrap().attempt, 1000);
+    }
+
+    #[test]
+    fn ladder_hops_keep_the_headers_bounded() {
+        let mut h = sample();
+        h.hop = Some(Hop { leave_at_ms: 1, path: vec![6] });
+        let first = size(&replace([], &h));
+        for i in 0..100 {
+            let path = crate::ladder::extend_path(&h.hop.as_ref().unwrap().path, i % 7);
+            h.hop = Some(Hop { leave_at_ms: i as i64, path });
+            let current = replace([], &h);
+            assert!(size(&current) <= first + crate::ladder::MAX_PATH, "hop {i}");
+            assert_eq!(RetryHeaders::decode(as_refs(&current)).unwrap().unwrap(), h);
+        }
+        let mut long = h.encode();
+        long.retain(|(n, _)| *n != names::HOP_PATH);
+        long.push((names::HOP_PATH, vec![0; 40]));
+        assert!(RetryHeaders::decode(long.iter().map(|(n, v)| (*n, Some(v.as_slice())))).unwrap_err().problem.contains("at most"));
     }
 
     #[test]
@@ -431,9 +488,11 @@ mod tests {
         #[test]
         fn round_trip(attempt: u32, due: i64, topic in "[a-z.-]{1,40}", partition: i32, offset: i64,
                       ts in proptest::option::of(0i64..), first: i64, group in "\\PC{0,40}",
-                      kind in kind(), error in "\\PC{0,300}") {
+                      kind in kind(), error in "\\PC{0,300}",
+                      hop in proptest::option::of((any::<i64>(), proptest::collection::vec(any::<u8>(), 0..=crate::ladder::MAX_PATH)))) {
+            let hop = hop.map(|(leave_at_ms, path)| Hop { leave_at_ms, path });
             let h = RetryHeaders { attempt, due_at_ms: due, original_topic: topic, original_partition: partition,
-                original_offset: offset, original_timestamp_ms: ts, first_failure_ms: first, group, error_kind: kind, error };
+                original_offset: offset, original_timestamp_ms: ts, first_failure_ms: first, group, error_kind: kind, error, hop };
             let enc = h.encode();
             let decoded = RetryHeaders::decode(enc.iter().map(|(n, v)| (*n, Some(v.as_slice())))).unwrap().unwrap();
             let expected = RetryHeaders { error: truncate_utf8(&h.error, MAX_ERROR_BYTES).to_owned(), ..h };

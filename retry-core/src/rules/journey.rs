@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use crate::decision::{self, Due, Failure, Next};
-use crate::headers::{FailureKind, HeaderError, RetryHeaders};
-use crate::policy::{DltStrategy, RetryPolicy};
+use crate::headers::{FailureKind, HeaderError, Hop, RetryHeaders};
+use crate::ladder;
+use crate::policy::{DltStrategy, RetryPolicy, TopicStrategy};
 use crate::topology::{Role, SourceTopics};
 
 /// Where a record was read from, as the plans need it.
@@ -44,6 +45,14 @@ pub enum Arrival {
         /// clamped (worth a warning).
         clamped_from: Option<i64>,
     },
+    /// It has waited its time on a ladder tier but is not due yet: republish it to the
+    /// next tier, `topic`, with these headers (only the hop changes).
+    Hop {
+        /// The next tier's topic.
+        topic: String,
+        /// The headers, with the new hop.
+        headers: RetryHeaders,
+    },
     /// Its retry headers cannot be trusted: give it up without calling the handler.
     Untrusted(HeaderError),
     /// A topic the listener does not own (never subscribed): skip it.
@@ -53,14 +62,17 @@ pub enum Arrival {
 /// Decides what an arriving record is, from the role of its topic and its decoded headers.
 /// `now_ms` is asked only for a retry topic's records (reading the clock costs, and a
 /// source record is always due).
-/// `held_until`: the partition already held this very record until then (a due time
-/// beyond the horizon is clamped, so re-reading its headers would clamp it anew forever):
-/// once that time has passed, it is due.
+/// `held_until`: the partition already held this very record until then because its due
+/// time lay beyond the policy's horizon and was clamped (re-reading its headers would clamp
+/// it anew forever): once that time has passed, it is due.
+///
+/// On a [ladder](crate::ladder) tier a record waits until it leaves the tier; then it is
+/// handled if due, or hops to the tier that fits what is left of its delay.
 pub fn on_arrival(
     role: Option<Role<'_>>,
     headers: &Result<Option<RetryHeaders>, HeaderError>,
     now_ms: impl FnOnce() -> i64,
-    horizon: Duration,
+    policy: &RetryPolicy,
     held_until: Option<i64>,
 ) -> Arrival {
     match (role, headers) {
@@ -70,16 +82,36 @@ pub fn on_arrival(
         (Some(Role::Source(_)), _) => Arrival::Handle { attempt: 1, headerless_retry: false },
         (Some(Role::Retry(..)), Err(e)) => Arrival::Untrusted(e.clone()),
         (Some(Role::Retry(..)), Ok(None)) => Arrival::Handle { attempt: 2, headerless_retry: true },
-        (Some(Role::Retry(..)), Ok(Some(h))) => {
+        (Some(Role::Retry(source, _)), Ok(Some(h))) => {
             let now_ms = now_ms();
-            let held_enough = held_until.is_some_and(|until| now_ms >= until);
-            match decision::due(now_ms, h.due_at_ms, horizon) {
-                _ if held_enough => Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false },
-                Due::Now => Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false },
-                Due::Wait { until_ms } => Arrival::NotDue { until_ms, clamped_from: None },
+            let handle = Arrival::Handle { attempt: h.attempt.max(2), headerless_retry: false };
+            match decision::due(now_ms, h.due_at_ms, policy.due_horizon()) {
+                Due::Now => handle,
+                Due::Clamped { .. } if held_until.is_some_and(|until| now_ms >= until) => handle,
                 Due::Clamped { until_ms, claimed_ms } => Arrival::NotDue { until_ms, clamped_from: Some(claimed_ms) },
+                Due::Wait { until_ms } => match &h.hop {
+                    Some(hop) if policy.topic_strategy() == TopicStrategy::Ladder => {
+                        if now_ms < hop.leave_at_ms.min(until_ms) {
+                            Arrival::NotDue { until_ms: hop.leave_at_ms.min(until_ms), clamped_from: None }
+                        } else {
+                            hop_on(policy, source, h, now_ms)
+                        }
+                    }
+                    _ => Arrival::NotDue { until_ms, clamped_from: None },
+                },
             }
         }
+    }
+}
+
+/// The next hop of a record that left its tier before its due time.
+fn hop_on(policy: &RetryPolicy, source: &SourceTopics, h: &RetryHeaders, now_ms: i64) -> Arrival {
+    let (level, leave_at_ms) = ladder::enter(policy.ladder_tiers(), now_ms, h.due_at_ms);
+    let path = ladder::extend_path(h.hop.as_ref().map_or(&[][..], |hop| &hop.path), level);
+    match source.retry.get(level) {
+        Some(topic) => Arrival::Hop { topic: topic.clone(), headers: RetryHeaders { hop: Some(Hop { leave_at_ms, path }), ..h.clone() } },
+        // A policy and topology built together always agree; if not, handle it (late, never early).
+        None => Arrival::NotDue { until_ms: h.due_at_ms, clamped_from: None },
     }
 }
 
@@ -100,6 +132,8 @@ pub struct FailedAttempt<'a> {
     pub group: &'a str,
     /// Now, ms since the epoch.
     pub now_ms: i64,
+    /// The delay the handler asked for, instead of the backoff.
+    pub requested_delay: Option<Duration>,
 }
 
 /// What happens to a record that will not be handled again on this partition.
@@ -133,8 +167,22 @@ pub fn after_failure(policy: &RetryPolicy, source: &SourceTopics, failed: &Faile
         attempt: failed.attempt,
         first_failure_ms: failed.previous.map_or(failed.now_ms, |h| h.first_failure_ms),
         now_ms: failed.now_ms,
+        requested_delay: failed.requested_delay,
     };
     match decision::after_failure(policy, &failure, unit_sample) {
+        Next::Retry { attempt, due_at_ms, .. } if policy.topic_strategy() == TopicStrategy::Ladder => {
+            let (level, leave_at_ms) = ladder::enter(policy.ladder_tiers(), failed.now_ms, due_at_ms);
+            match source.retry.get(level) {
+                Some(topic) => {
+                    let headers = RetryHeaders {
+                        hop: Some(Hop { leave_at_ms, path: vec![u8::try_from(level).unwrap_or(u8::MAX)] }),
+                        ..fresh_headers(failed, attempt, due_at_ms, failed.kind)
+                    };
+                    Plan::Republish { topic: topic.clone(), headers }
+                }
+                None => give_up(policy, source, failed, FailureKind::Exhausted),
+            }
+        }
         Next::Retry { attempt, due_at_ms, level } => match source.retry.get(level) {
             Some(topic) => Plan::Republish { topic: topic.clone(), headers: fresh_headers(failed, attempt, due_at_ms, failed.kind) },
             // A policy and topology built together always agree; never lose the record if not.
@@ -189,6 +237,7 @@ fn fresh_headers(failed: &FailedAttempt<'_>, attempt: u32, due_at_ms: i64, kind:
         group: failed.group.to_owned(),
         error_kind: kind,
         error: crate::headers::truncate_utf8(failed.error, crate::headers::MAX_ERROR_BYTES).to_owned(),
+        hop: None,
     }
 }
 
@@ -215,6 +264,7 @@ mod tests {
             error: "store down",
             group: "g",
             now_ms: NOW,
+            requested_delay: None,
         }
     }
 
@@ -230,13 +280,14 @@ mod tests {
             group: "g".into(),
             error_kind: FailureKind::Retryable,
             error: "old".into(),
+            hop: None,
         }
     }
 
     #[test]
     fn arrivals() {
         let (policy, t) = setup(3, DltStrategy::AlwaysRetryOnError);
-        let h = policy.due_horizon();
+        let h = &policy;
         let src = t.role("orders");
         let retry = t.role("orders-retries-g");
         assert_eq!(
@@ -262,6 +313,54 @@ mod tests {
         let bad = HeaderError { header: "rt-attempt", problem: "x".into() };
         assert_eq!(on_arrival(retry, &Err(bad.clone()), || NOW, h, None), Arrival::Untrusted(bad));
         assert_eq!(on_arrival(None, &Ok(None), || NOW, h, None), Arrival::Foreign);
+    }
+
+    #[test]
+    fn on_the_ladder_a_record_waits_its_tier_hops_down_and_is_handled_when_due() {
+        let policy = RetryPolicy::builder()
+            .attempts(3)
+            .backoff(Backoff::fixed(Duration::from_secs(94)))
+            .topic_strategy(TopicStrategy::Ladder)
+            .build()
+            .unwrap();
+        let t = Topology::new(&["orders".to_owned()], "g", &policy).unwrap();
+        assert_eq!(
+            t.sources()[0].retry,
+            [
+                "orders-retries-g-1s",
+                "orders-retries-g-5s",
+                "orders-retries-g-17s",
+                "orders-retries-g-59s",
+                "orders-retries-g-4m",
+                "orders-retries-g-17m",
+                "orders-retries-g-1h"
+            ]
+        );
+        let plan = after_failure(&policy, &t.sources()[0], &failed("orders", None, 1, FailureKind::Retryable), 0.5);
+        let Plan::Republish { mut topic, mut headers } = plan else { panic!("{plan:?}") };
+        assert_eq!((topic.as_str(), headers.due_at_ms), ("orders-retries-g-59s", NOW + 94_000));
+        // Follow the record: arrivals at each moment it may be looked at.
+        let mut now = NOW;
+        let mut visited = vec![topic.clone()];
+        loop {
+            let arrival = on_arrival(t.role(&topic), &Ok(Some(headers.clone())), || now, &policy, None);
+            match arrival {
+                Arrival::NotDue { until_ms, clamped_from: None } => {
+                    assert!(until_ms > now);
+                    now = until_ms;
+                }
+                Arrival::Hop { topic: next, headers: h } => {
+                    assert_eq!((h.attempt, h.due_at_ms), (headers.attempt, headers.due_at_ms), "a hop keeps the attempt and due time");
+                    (topic, headers) = (next, h);
+                    visited.push(topic.clone());
+                }
+                Arrival::Handle { attempt: 2, .. } => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(now, NOW + 94_000, "handled exactly when due, never before");
+        assert_eq!(visited, ["orders-retries-g-59s", "orders-retries-g-17s", "orders-retries-g-17s", "orders-retries-g-1s"]);
+        assert_eq!(ladder::describe_path(policy.ladder_tiers(), &headers.hop.unwrap().path), "59s > 17s > 17s > 1s");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | DLT strategy | [`DltStrategy::AlwaysRetryOnError`] | [`dlt`](RetryPolicyBuilder::dlt) |
 //! | topic strategy | [`TopicStrategy::SingleTopic`] | [`topic_strategy`](RetryPolicyBuilder::topic_strategy) |
 //! | max retry topics (MultipleTopics) | 8 | [`max_retry_topics`](RetryPolicyBuilder::max_retry_topics) |
+//! | ladder tiers (Ladder) | 1s 5s 17s 59s 4m 17m 1h | [`ladder_tiers`](RetryPolicyBuilder::ladder_tiers) |
 //! | group in topic names | per group | [`group_naming`](RetryPolicyBuilder::group_naming) |
 //! | global timeout | none | [`timeout`](RetryPolicyBuilder::timeout) |
 //! | in-memory blocking attempts | 0 | [`blocking_attempts`](RetryPolicyBuilder::blocking_attempts) |
@@ -59,12 +60,19 @@ pub enum TopicStrategy {
     /// later attempts. Each topic holds records of a single delay, so none waits behind a
     /// longer one.
     MultipleTopics,
+    /// One retry topic per delay tier ([`ladder_tiers`](RetryPolicyBuilder::ladder_tiers)):
+    /// any delay with a fixed number of topics. A record waits on the largest tier not
+    /// longer than its remaining delay, then hops down; see [`ladder`](crate::ladder).
+    Ladder,
 }
 
 impl TopicStrategy {
     /// Each layout by the name the macro and the command line use.
-    pub const NAMES: [(&'static str, TopicStrategy); 2] =
-        [("single_topic", TopicStrategy::SingleTopic), ("multiple_topics", TopicStrategy::MultipleTopics)];
+    pub const NAMES: [(&'static str, TopicStrategy); 3] = [
+        ("single_topic", TopicStrategy::SingleTopic),
+        ("multiple_topics", TopicStrategy::MultipleTopics),
+        ("ladder", TopicStrategy::Ladder),
+    ];
 }
 
 /// Partitions and replication of retry and DLT topics created by the framework.
@@ -87,6 +95,7 @@ pub struct RetryPolicy {
     dlt: DltStrategy,
     topic_strategy: TopicStrategy,
     max_retry_topics: usize,
+    ladder_tiers: Vec<Duration>,
     group_naming: GroupNaming,
     timeout: Option<Duration>,
     blocking_attempts: u32,
@@ -134,6 +143,10 @@ impl RetryPolicy {
     pub fn topic_strategy(&self) -> TopicStrategy {
         self.topic_strategy
     }
+    /// The ladder's tiers, shortest first (used with [`TopicStrategy::Ladder`]).
+    pub fn ladder_tiers(&self) -> &[Duration] {
+        &self.ladder_tiers
+    }
     /// Whether derived topic names carry the group.
     pub fn group_naming(&self) -> GroupNaming {
         self.group_naming
@@ -157,6 +170,8 @@ impl RetryPolicy {
         match self.topic_strategy {
             TopicStrategy::SingleTopic => retries.min(1),
             TopicStrategy::MultipleTopics => retries.min(self.max_retry_topics),
+            TopicStrategy::Ladder if retries == 0 => 0,
+            TopicStrategy::Ladder => self.ladder_tiers.len(),
         }
     }
 
@@ -175,7 +190,12 @@ impl RetryPolicy {
                 vec![topics::retry_topic(source, &self.retry_suffix, group, naming, None)?]
             }
             (TopicStrategy::MultipleTopics, n) => (0..n)
-                .map(|i| topics::retry_topic(source, &self.retry_suffix, group, naming, Some(i)))
+                .map(|i| topics::retry_topic(source, &self.retry_suffix, group, naming, Some(&i.to_string())))
+                .collect::<std::result::Result<_, _>>()?,
+            (TopicStrategy::Ladder, _) => self
+                .ladder_tiers
+                .iter()
+                .map(|t| topics::retry_topic(source, &self.retry_suffix, group, naming, Some(&crate::ladder::label(*t))))
                 .collect::<std::result::Result<_, _>>()?,
         })
     }
@@ -220,6 +240,7 @@ impl Default for RetryPolicyBuilder {
                 dlt: DltStrategy::default(),
                 topic_strategy: TopicStrategy::default(),
                 max_retry_topics: 8,
+                ladder_tiers: crate::ladder::DEFAULT_TIERS.to_vec(),
                 group_naming: GroupNaming::default(),
                 timeout: None,
                 blocking_attempts: 0,
@@ -270,6 +291,12 @@ impl RetryPolicyBuilder {
     /// Upper bound of retry topics per source with [`TopicStrategy::MultipleTopics`] (≥ 1).
     pub fn max_retry_topics(mut self, count: usize) -> Self {
         self.policy.max_retry_topics = count;
+        self
+    }
+    /// The tiers of [`TopicStrategy::Ladder`], shortest first, strictly growing, at most
+    /// [`MAX_TIERS`](crate::ladder::MAX_TIERS).
+    pub fn ladder_tiers(mut self, tiers: impl IntoIterator<Item = Duration>) -> Self {
+        self.policy.ladder_tiers = tiers.into_iter().collect();
         self
     }
     /// Whether derived topic names carry the consumer group.
@@ -334,6 +361,11 @@ impl RetryPolicyBuilder {
         }
         if p.max_retry_topics < 1 {
             errors.push(ConfigError::new("max_retry_topics", "must be at least 1"));
+        }
+        if p.topic_strategy == TopicStrategy::Ladder {
+            if let Err(ladder) = crate::ladder::check(&p.ladder_tiers) {
+                errors.extend(ladder);
+            }
         }
         if let Some(spec) = p.auto_create {
             if spec.partitions.is_some_and(|n| n < 1) {

@@ -7,6 +7,7 @@
 //! | source | `weather-forecast` |
 //! | retry, [`SingleTopic`](crate::policy::TopicStrategy::SingleTopic) | `weather-forecast-retries-my-group` |
 //! | retry, [`MultipleTopics`](crate::policy::TopicStrategy::MultipleTopics), level *i* | `weather-forecast-retries-my-group-i` (i = 0, 1, …) |
+//! | retry, [`Ladder`](crate::policy::TopicStrategy::Ladder), one per tier | `weather-forecast-retries-my-group-5s` (1s, 5s, 17s, …) |
 //! | dead letter | `weather-forecast-dlt-my-group` |
 //!
 //! With per-group naming off the `-my-group` part is left out.
@@ -114,13 +115,15 @@ fn derived(source: &str, suffix: &str, group: &str, naming: GroupNaming) -> Stri
     }
 }
 
-/// The retry topic of `source` for `group`; `level` is `Some(i)` for the i-th of several
-/// retry topics ([`MultipleTopics`](crate::policy::TopicStrategy::MultipleTopics)).
+/// The retry topic of `source` for `group`; `level` names one of several retry topics:
+/// `Some("2")` for the third level ([`MultipleTopics`](crate::policy::TopicStrategy::MultipleTopics)),
+/// `Some("17s")` for a tier ([`Ladder`](crate::policy::TopicStrategy::Ladder)).
 /// The result is validated, so an illegal group id is reported here and not by the broker.
-pub fn retry_topic(source: &str, suffix: &str, group: &str, naming: GroupNaming, level: Option<usize>) -> Result<String, TopicNameError> {
+pub fn retry_topic(source: &str, suffix: &str, group: &str, naming: GroupNaming, level: Option<&str>) -> Result<String, TopicNameError> {
     let mut name = derived(source, suffix, group, naming);
     if let Some(level) = level {
-        name.push_str(&format!("-{level}"));
+        name.push('-');
+        name.push_str(level);
     }
     validate_topic_name(&name)?;
     Ok(name)
@@ -162,7 +165,7 @@ mod tests {
             retry_topic("weather-forecast", "-retries", "my-listener-group", g, None).unwrap(),
             "weather-forecast-retries-my-listener-group"
         );
-        assert_eq!(retry_topic("t", "-retry", "g", g, Some(2)).unwrap(), "t-retry-g-2");
+        assert_eq!(retry_topic("t", "-retry", "g", g, Some("2")).unwrap(), "t-retry-g-2");
         assert_eq!(dlt_topic("t", "-dlt", "g", g).unwrap(), "t-dlt-g");
         assert_eq!(retry_topic("t", "-retry", "g", GroupNaming::Shared, None).unwrap(), "t-retry");
         assert_eq!(dlt_topic("t", "-dlt", "g", GroupNaming::Shared).unwrap(), "t-dlt");
@@ -180,7 +183,7 @@ mod tests {
     fn derived_names_are_distinct() {
         let g = GroupNaming::PerGroup;
         let mut names = vec![dlt_topic("t", "-dlt", "g", g).unwrap()];
-        names.extend((0..5).map(|i| retry_topic("t", "-retries", "g", g, Some(i)).unwrap()));
+        names.extend((0..5).map(|i| retry_topic("t", "-retries", "g", g, Some(&i.to_string())).unwrap()));
         names.push(retry_topic("t", "-retries", "g", g, None).unwrap());
         let mut sorted = names.clone();
         sorted.sort();
