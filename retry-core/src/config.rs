@@ -39,6 +39,10 @@ impl KafkaConfig {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries.get(key).map(String::as_str)
     }
+    /// Every setting, in key order (secrets included: for building clients, not printing).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
     /// `other`'s settings on top of these.
     #[must_use]
     pub fn merged(&self, other: &KafkaConfig) -> KafkaConfig {

@@ -9,12 +9,12 @@
 //! The layout shows the architecture:
 //!
 //! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`breaker`], [`topics`],
-//!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`], [`ladder`]); the proc-macro
+//!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`], [`ladder`], [`delay_request`]); the proc-macro
 //!   shares them without linking librdkafka;
 //! * `engine/`: the consumer core, which carries the rules' plans out against the broker
 //!   (dispatch, partition state, rebalance, handler execution, pipelined publishing);
 //! * beside them, the runtime's public pieces ([`runtime`], [`listener`], [`handler`],
-//!   [`record`], [`admin`], [`embedded`], [`metrics`]), behind the default `runtime`
+//!   [`record`], [`admin`], [`embedded`], [`metrics`], [`delay_service`]), behind the default `runtime`
 //!   feature.
 #![deny(missing_docs)]
 
@@ -23,6 +23,7 @@ mod rules {
     pub mod backoff;
     pub mod breaker;
     pub mod decision;
+    pub mod delay_request;
     pub mod duration;
     pub mod headers;
     pub mod journey;
@@ -31,7 +32,7 @@ mod rules {
     pub mod topics;
     pub mod topology;
 }
-pub use rules::{backoff, breaker, decision, duration, headers, journey, ladder, policy, topics, topology};
+pub use rules::{backoff, breaker, decision, delay_request, duration, headers, journey, ladder, policy, topics, topology};
 
 pub mod error;
 
@@ -39,6 +40,8 @@ pub mod error;
 pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(feature = "runtime")]
+pub mod delay_service;
 #[cfg(feature = "runtime")]
 pub mod embedded;
 #[cfg(feature = "runtime")]

@@ -1,6 +1,7 @@
-//! The `retryable-topic` command line: topic plans, and the dead-letter topic looked into
-//! and replayed. `src/bin/retryable-topic.rs` is a shell over [`main`].
+//! The `retryable-topic` command line: topic plans, the dead-letter topic looked into and
+//! replayed, and the delay service. `src/bin/retryable-topic.rs` is a shell over [`main`].
 
+mod delay;
 mod dlt;
 mod topics;
 
@@ -15,9 +16,10 @@ use retry_core::{ConfigError, DltStrategy, GroupNaming, KafkaConfig, RetryPolicy
 #[derive(Debug, Parser)]
 #[command(name = "retryable-topic", version, about)]
 pub struct Cli {
-    /// Where the brokers are.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", global = true, default_value = "localhost:9092")]
-    bootstrap_servers: String,
+    /// Where the brokers are [default: localhost:9092; the delay service runs on an
+    /// embedded broker without it].
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", global = true)]
+    bootstrap_servers: Option<String>,
     /// A librdkafka setting for every client, `key=value` (repeatable; secrets are never printed).
     #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
     settings: Vec<String>,
@@ -36,6 +38,10 @@ enum Command {
     /// The dead-letter topic.
     #[command(subcommand)]
     Dlt(dlt::DltCommand),
+    /// The delay service: holds each record of a request topic for the delay its headers
+    /// ask for (`RetryDelay`, `RetryType`, `RetryMax`, `RetryTopic`, `DLQTopic`), then
+    /// delivers it; runs until Ctrl-C or SIGTERM.
+    DelayService(delay::DelayArgs),
 }
 
 /// The policy flags that decide a listener's topic names (as the macro arguments do).
@@ -65,6 +71,9 @@ struct PolicyArgs {
     /// Bound of `multiple_topics`.
     #[arg(long, default_value_t = 8)]
     max_retry_topics: usize,
+    /// The tiers of `ladder`, shortest first, comma-separated [default: 1s,5s,17s,59s,4m,17m,1h].
+    #[arg(long, value_delimiter = ',', value_parser = retry_core::duration::parse_duration)]
+    tiers: Vec<Duration>,
     /// Whether the names carry the group.
     #[arg(long, value_enum, default_value_t = Named::PerGroup)]
     group_naming: Named,
@@ -80,6 +89,7 @@ enum Named {
     NoDlt,
     SingleTopic,
     MultipleTopics,
+    Ladder,
     PerGroup,
     Shared,
 }
@@ -108,6 +118,7 @@ impl PolicyArgs {
             .dlt(self.dlt.pick::<DltStrategy>("--dlt", &DltStrategy::NAMES)?)
             .topic_strategy(self.fixed_delay.pick::<TopicStrategy>("--fixed-delay", &TopicStrategy::NAMES)?)
             .max_retry_topics(self.max_retry_topics)
+            .ladder_tiers(if self.tiers.is_empty() { retry_core::ladder::DEFAULT_TIERS.to_vec() } else { self.tiers.clone() })
             .group_naming(self.group_naming.pick::<GroupNaming>("--group-naming", &GroupNaming::NAMES)?)
             .build()
     }
@@ -116,13 +127,19 @@ impl PolicyArgs {
 impl Cli {
     fn config(&self) -> retry_core::Result<KafkaConfig> {
         let mut c = KafkaConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap_servers);
+        c.set("bootstrap.servers", self.bootstrap_servers.as_deref().unwrap_or("localhost:9092"));
         for kv in &self.settings {
-            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::new("-X", format!("`{kv}` is not key=value")))?;
-            c.set(k.trim(), v.trim());
+            let (k, v) = key_value("-X", kv)?;
+            c.set(k, v);
         }
         Ok(c)
     }
+}
+
+/// `key=value` of the flag `flag`, trimmed.
+fn key_value<'a>(flag: &str, kv: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::new(flag, format!("`{kv}` is not key=value")))?;
+    Ok((k.trim(), v.trim()))
 }
 
 /// Runs the command line: parses the arguments, runs the command, and maps errors to a
@@ -156,5 +173,6 @@ async fn run(cli: Cli) -> retry_core::Result<()> {
     match &cli.command {
         Command::Topics(c) => topics::run(c, &config, cli.timeout).await,
         Command::Dlt(c) => dlt::run(c, &config, cli.timeout).await,
+        Command::DelayService(c) => delay::run(c, cli.bootstrap_servers.as_deref(), &config, cli.timeout).await,
     }
 }

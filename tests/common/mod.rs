@@ -144,7 +144,8 @@ impl Broker {
         format!("{base}-{}-{n}-{}", std::process::id(), rand::random::<u32>())
     }
 
-    fn consumer_settings(&self) -> Vec<(&'static str, &'static str)> {
+    /// Client settings for fast group membership on this broker.
+    pub fn consumer_settings(&self) -> Vec<(&'static str, &'static str)> {
         match self.kind {
             Kind::Embedded => EmbeddedKafka::client_config().to_vec(),
             _ => vec![("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")],
