@@ -146,3 +146,28 @@ async fn bad_input_gets_a_message_and_a_non_zero_exit() {
     let inspect = stdout(cli(&broker).args(["dlt", "inspect", &dlt]));
     assert!(inspect.contains("no retry headers") && inspect.contains("1 dead letters"), "{inspect}");
 }
+
+/// Without brokers named, `delay-service` runs on an embedded one and stops on Ctrl-C with
+/// its summary (broker-independent: run in the embedded pass only).
+#[test]
+fn the_delay_service_runs_on_an_embedded_broker_and_stops_on_ctrl_c() {
+    if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok_and(|b| !b.is_empty()) {
+        eprintln!("delay-service on its own embedded broker: run in the embedded pass only");
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_retryable-topic"))
+        .arg("delay-service")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let started: Vec<String> = lines.by_ref().take_while(|l| !l.contains("Ctrl-C stops it")).collect();
+    assert!(started.iter().any(|l| l.contains("embedded broker at")), "{started:?}");
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("delay service stopped: processed=0")), "{rest:?}");
+}

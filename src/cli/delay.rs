@@ -41,6 +41,9 @@ pub(super) struct DelayArgs {
 }
 
 pub(super) async fn run(args: &DelayArgs, bootstrap: Option<&str>, config: &KafkaConfig, timeout: Duration) -> retry_core::Result<()> {
+    // Listen for Ctrl-C and SIGTERM before anything else, so one arriving during startup
+    // stops the service cleanly too.
+    let stop = stop_signal()?;
     let mut service = DelayService::new()
         .request_topic(&args.request_topic)
         .group(&args.group)
@@ -95,32 +98,29 @@ pub(super) async fn run(args: &DelayArgs, bootstrap: Option<&str>, config: &Kafk
     );
     let mut runtime = Runtime::builder();
     for (k, v) in config.iter() {
-        runtime = runtime.set(k, v);
+        runtime = match k {
+            "bootstrap.servers" => runtime.bootstrap_servers(v),
+            _ => runtime.set(k, v),
+        };
     }
     for kv in &args.consumer {
         let (k, v) = super::key_value("--consumer", kv)?;
         runtime = runtime.consumer_set(k, v);
     }
-    let metrics = runtime.listener(listener).build()?.run_until(stop_signal()).await?;
+    let metrics = runtime.listener(listener).build()?.run_until(stop).await?;
     eprintln!("delay service stopped: {metrics}");
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+/// Ctrl-C or SIGTERM, listened for from now on.
+fn stop_signal() -> retry_core::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind| signal(kind).map_err(|e| retry_core::Error::Config(retry_core::ConfigError::new("signals", e.to_string())));
+    let (mut int, mut term) = (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?);
+    Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
