@@ -45,7 +45,8 @@ pub struct Metrics {
 pub struct MetricsSnapshot {
     /// Records the handler accepted.
     pub processed: u64,
-    /// Handler failures (every failed attempt).
+    /// Handler failures (every failed attempt but those asking for their own delay, which
+    /// count as `deferred`).
     pub failed: u64,
     /// Records republished to a retry topic.
     pub retried: u64,
