@@ -35,7 +35,7 @@ pub fn topic_partitions(config: &KafkaConfig, timeout: Duration) -> Result<HashM
 pub struct TopicPlan {
     /// The topic.
     pub topic: String,
-    /// `retry`, `retry level N` or `dlt`.
+    /// `retry`, `retry level N`, `retry tier 5s` or `dlt`.
     pub role: String,
     /// Its source topic.
     pub source: String,
@@ -69,7 +69,14 @@ fn plan_with(existing: &HashMap<String, usize>, l: &Listener, spec: TopicSpec) -
             .retry
             .iter()
             .enumerate()
-            .map(|(i, t)| (t, if s.retry.len() == 1 { "retry".to_owned() } else { format!("retry level {i}") }))
+            .map(|(i, t)| {
+                let role = match (l.policy().topic_strategy(), l.policy().ladder_tiers().get(i)) {
+                    (crate::TopicStrategy::Ladder, Some(tier)) => format!("retry tier {}", crate::ladder::label(*tier)),
+                    _ if s.retry.len() == 1 => "retry".to_owned(),
+                    _ => format!("retry level {i}"),
+                };
+                (t, role)
+            })
             .chain(s.dlt.iter().map(|t| (t, "dlt".to_owned())));
         for (t, role) in roles {
             let partitions = existing.get(t).copied();

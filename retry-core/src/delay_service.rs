@@ -113,6 +113,9 @@ impl DelayService {
     /// The policy: one attempt for the request, then `delivery_attempts`, on the ladder;
     /// deliveries that fail are tried again after 1 s, doubling.
     pub fn policy(&self) -> Result<RetryPolicy> {
+        if self.delivery_attempts < 1 {
+            return Err(crate::ConfigError::new("delivery_attempts", "must be at least 1 (a due record is delivered at least once)").into());
+        }
         let mut b = RetryPolicy::builder()
             .attempts(self.delivery_attempts.saturating_add(1))
             .backoff(Backoff::exponential(Duration::from_secs(1), 2.0, self.max_delay.max(Duration::from_secs(1))))
@@ -224,5 +227,7 @@ mod tests {
         assert_eq!(policy.backoff().max_delay(), Duration::from_secs(7 * 24 * 3_600));
         let bad = DelayService::new().tiers([Duration::from_secs(2), Duration::from_secs(1)]).policy().unwrap_err();
         assert!(bad.to_string().contains("ladder_tiers"), "{bad}");
+        let never = DelayService::new().delivery_attempts(0).policy().unwrap_err();
+        assert!(never.to_string().contains("delivery_attempts"), "{never}");
     }
 }

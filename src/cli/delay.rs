@@ -113,6 +113,7 @@ pub(super) async fn run(args: &DelayArgs, bootstrap: Option<&str>, config: &Kafk
 }
 
 /// Ctrl-C or SIGTERM, listened for from now on.
+#[cfg(unix)]
 fn stop_signal() -> retry_core::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let listen = |kind| signal(kind).map_err(|e| retry_core::Error::Config(retry_core::ConfigError::new("signals", e.to_string())));
@@ -122,5 +123,13 @@ fn stop_signal() -> retry_core::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
+    })
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+fn stop_signal() -> retry_core::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
     })
 }
