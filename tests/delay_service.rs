@@ -5,7 +5,7 @@
 //! land in the service's dead-letter topic with the reason.
 //!
 //! `RT_DELAY_RECORDS`, `RT_DELAY_MAX_SECS` and `RT_DELAY_RESTARTS` make it longer
-//! (`scripts/delay-soak.sh`).
+//! (`scripts/delay-soak.sh`); `RT_SERVICE_LOG` sets the service's `RUST_LOG`.
 
 mod common;
 
@@ -70,7 +70,7 @@ impl Service {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_retryable-topic"));
         cmd.args(["delay-service", "--request-topic", request, "--group", group])
             .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
-            .env("RUST_LOG", "warn,retry_core::engine::rebalance=info")
+            .env("RUST_LOG", std::env::var("RT_SERVICE_LOG").unwrap_or_else(|_| "warn,retry_core::engine::rebalance=info".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in broker.consumer_settings() {

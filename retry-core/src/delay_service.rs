@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::delay_request::{self, Route};
 use crate::error::Result;
@@ -137,8 +137,13 @@ impl DelayService {
             }
         }
         let producer: FutureProducer = client.create().map_err(|e| crate::config::client_error("delivery producer", e))?;
-        let deliver =
-            Arc::new(Delivery { producer, source: self.request_topic.clone(), tiers: self.tiers.clone(), max_delay: self.max_delay });
+        let deliver = Arc::new(Delivery {
+            producer,
+            source: self.request_topic.clone(),
+            tiers: self.tiers.clone(),
+            max_delay: self.max_delay,
+            known: std::sync::Mutex::new(std::collections::HashSet::new()),
+        });
         Listener::builder(format!("delay-service {}", self.request_topic))
             .topics([self.request_topic.clone()])
             .group(&self.group)
@@ -156,6 +161,9 @@ struct Delivery {
     source: String,
     tiers: Vec<Duration>,
     max_delay: Duration,
+    /// Topics the cluster was seen to have: a producer holds records for a topic it does
+    /// not know (waiting for it to appear), so a destination is looked up first, once.
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Delivery {
@@ -181,6 +189,7 @@ impl Delivery {
                 }
             }
         };
+        self.check_exists(&topic).await?;
         let mut headers = OwnedHeaders::new();
         for (name, value) in delay_request::delivered_headers(r.user_headers(), request.count, retry_time_ms, via.as_deref()) {
             headers = headers.insert(Header { key: &name, value: value.as_deref() });
@@ -211,6 +220,29 @@ impl Delivery {
                     HandlerError::retryable(failure)
                 })
             }
+        }
+    }
+}
+
+impl Delivery {
+    /// Whether `topic` exists, asked of the cluster the first time: a missing one is a bad
+    /// request (fatal); a lookup that fails is an outage (retryable).
+    async fn check_exists(&self, topic: &str) -> std::result::Result<(), HandlerError> {
+        if self.known.lock().expect("known topics").contains(topic) {
+            return Ok(());
+        }
+        let client = self.producer.client();
+        let md = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
+            .map_err(|e| HandlerError::retryable(DeliveryError::Publish { topic: topic.to_owned(), error: e }))?;
+        match md.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                self.known.lock().expect("known topics").insert(topic.to_owned());
+                Ok(())
+            }
+            _ => Err(HandlerError::fatal(DeliveryError::Publish {
+                topic: topic.to_owned(),
+                error: KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopicOrPartition),
+            })),
         }
     }
 }
