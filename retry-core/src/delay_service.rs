@@ -231,8 +231,11 @@ impl Delivery {
         if self.known.lock().expect("known topics").contains(topic) {
             return Ok(());
         }
-        let client = self.producer.client();
-        let md = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
+        let (producer, name) = (self.producer.clone(), topic.to_owned());
+        // A blocking call: off the async threads (whatever the runtime's flavour).
+        let md = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&name), Duration::from_secs(10)))
+            .await
+            .map_err(|e| HandlerError::retryable(format!("metadata lookup of `{topic}` did not finish: {e}")))?
             .map_err(|e| HandlerError::retryable(DeliveryError::Publish { topic: topic.to_owned(), error: e }))?;
         match md.topics().iter().find(|t| t.name() == topic) {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
