@@ -36,7 +36,8 @@ pub(crate) async fn call_once(handler: &dyn Handler, record: Record) -> Result<(
 }
 
 /// Calls `handler`, with up to `extra` in-memory attempts `delay` apart for retryable
-/// failures (the policy's blocking attempts, first attempt only); stops early on `cancel`.
+/// failures (the policy's blocking attempts, first attempt only); stops early on `cancel`,
+/// and at once for a failure that asked for its own delay (`retry_after`: not sooner).
 pub(crate) async fn call(
     handler: &dyn Handler,
     record: &Record,
@@ -46,7 +47,7 @@ pub(crate) async fn call(
     let mut tries = 0;
     loop {
         match call_once(handler, record.clone()).await {
-            Err(e) if e.is_retryable() && tries < extra && !cancel.is_cancelled() => {
+            Err(e) if e.is_retryable() && e.requested_delay().is_none() && tries < extra && !cancel.is_cancelled() => {
                 tries += 1;
                 tracing::debug!(error = %e, tries, "blocking retry in memory");
                 tokio::select! {
@@ -83,5 +84,27 @@ mod tests {
         });
         let e = call_once(&in_future, Record::new("t", 0, 0)).await.unwrap_err();
         assert!(e.to_string().contains("inside the future"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn blocking_attempts_retry_in_memory_but_never_sooner_than_asked() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = |later: bool| {
+            let calls = std::sync::Arc::clone(&calls);
+            crate::handler::record(move |_: Record| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    Err::<(), _>(match later {
+                        true => HandlerError::retry_after("rate limited", Duration::from_secs(60)),
+                        false => HandlerError::retryable("down"),
+                    })
+                }
+            })
+        };
+        let cancel = CancellationToken::new();
+        let e = call(&counted(false), &Record::new("t", 0, 0), (2, Duration::from_millis(1)), &cancel).await.unwrap_err();
+        assert_eq!((calls.swap(0, std::sync::atomic::Ordering::Relaxed), e.requested_delay()), (3, None));
+        let e = call(&counted(true), &Record::new("t", 0, 0), (2, Duration::from_millis(1)), &cancel).await.unwrap_err();
+        assert_eq!((calls.load(std::sync::atomic::Ordering::Relaxed), e.requested_delay()), (1, Some(Duration::from_secs(60))));
     }
 }
