@@ -106,13 +106,20 @@ pub fn on_arrival(
 
 /// The next hop of a record that left its tier before its due time.
 fn hop_on(policy: &RetryPolicy, source: &SourceTopics, h: &RetryHeaders, now_ms: i64) -> Arrival {
-    let (level, leave_at_ms) = ladder::enter(policy.ladder_tiers(), now_ms, h.due_at_ms);
-    let path = ladder::extend_path(h.hop.as_ref().map_or(&[][..], |hop| &hop.path), level);
-    match source.retry.get(level) {
-        Some(topic) => Arrival::Hop { topic: topic.clone(), headers: RetryHeaders { hop: Some(Hop { leave_at_ms, path }), ..h.clone() } },
+    let path = h.hop.as_ref().map_or(&[][..], |hop| &hop.path);
+    match onto_ladder(policy, source, now_ms, h.due_at_ms, path) {
+        Some((topic, hop)) => Arrival::Hop { topic, headers: RetryHeaders { hop: Some(hop), ..h.clone() } },
         // A policy and topology built together always agree; if not, handle it (late, never early).
         None => Arrival::NotDue { until_ms: h.due_at_ms, clamped_from: None },
     }
+}
+
+/// The tier topic a record due at `due_at_ms` goes to at `now_ms`, and its hop (`path` so
+/// far, extended); `None` if the topology lacks that tier.
+fn onto_ladder(policy: &RetryPolicy, source: &SourceTopics, now_ms: i64, due_at_ms: i64, path: &[u8]) -> Option<(String, Hop)> {
+    let (level, leave_at_ms) = ladder::enter(policy.ladder_tiers(), now_ms, due_at_ms);
+    let topic = source.retry.get(level)?.clone();
+    Some((topic, Hop { leave_at_ms, path: ladder::extend_path(path, level) }))
 }
 
 /// A failed attempt, with what the plans need to know of it.
@@ -171,15 +178,11 @@ pub fn after_failure(policy: &RetryPolicy, source: &SourceTopics, failed: &Faile
     };
     match decision::after_failure(policy, &failure, unit_sample) {
         Next::Retry { attempt, due_at_ms, .. } if policy.topic_strategy() == TopicStrategy::Ladder => {
-            let (level, leave_at_ms) = ladder::enter(policy.ladder_tiers(), failed.now_ms, due_at_ms);
-            match source.retry.get(level) {
-                Some(topic) => {
-                    let headers = RetryHeaders {
-                        hop: Some(Hop { leave_at_ms, path: vec![u8::try_from(level).unwrap_or(u8::MAX)] }),
-                        ..fresh_headers(failed, attempt, due_at_ms, failed.kind)
-                    };
-                    Plan::Republish { topic: topic.clone(), headers }
-                }
+            match onto_ladder(policy, source, failed.now_ms, due_at_ms, &[]) {
+                Some((topic, hop)) => Plan::Republish {
+                    topic,
+                    headers: RetryHeaders { hop: Some(hop), ..fresh_headers(failed, attempt, due_at_ms, failed.kind) },
+                },
                 None => give_up(policy, source, failed, FailureKind::Exhausted),
             }
         }
