@@ -193,3 +193,40 @@ async fn an_operator_pauses_and_resumes_a_listener() {
     assert_eq!((m.processed, m.failed, m.retried, m.breaker_open), (100, 0, 0, 0), "{m}");
     assert_in_order(&log);
 }
+
+/// librdkafka rewinds a paused partition to the last record it gave the application, and
+/// a pause from an owner's task races with the dispatcher's read: a record read just then
+/// is fetched a second time after the resume. The owner must hand each offset over once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_and_resuming_over_and_over_hands_every_record_over_once() {
+    const N: usize = 50_000;
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("flicker"), broker.unique("g"));
+    let log = Log::default();
+    let l = listener("flicker", &topic, &group, 3, Duration::ZERO, None, false, &log);
+    broker.prepare(&l, 8).await;
+    produce(&broker, &topic, N, &[]).await;
+    let running = Arc::new(broker.runtime().listener(l).build().unwrap().start().await.unwrap());
+    let flicker = {
+        let running = Arc::clone(&running);
+        tokio::spawn(async move {
+            loop {
+                running.pause("flicker").unwrap();
+                tokio::task::yield_now().await;
+                running.resume("flicker").unwrap();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        })
+    };
+    eventually(WAIT, "every record handled", || log.handled_keys().len() == N).await;
+    flicker.abort();
+    let _ = flicker.await;
+    let calls = log.all();
+    let mut seen = HashSet::new();
+    let twice: Vec<_> = calls.iter().filter(|c| !seen.insert((c.0, c.1))).map(|c| (c.0, c.1)).collect();
+    assert!(twice.is_empty(), "{} records handed over twice, e.g. {:?}", twice.len(), &twice[..twice.len().min(5)]);
+    assert_eq!(calls.len(), N);
+    assert_in_order(&log);
+    let m = Arc::into_inner(running).expect("the only handle").shutdown().await;
+    assert_eq!((m.processed, m.failed), (N as u64, 0), "{m}");
+}

@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use super::circuit::{self, Gate, Pass};
 use super::execute;
-use super::partition::{PartitionSlot, PauseReason};
+use super::partition::{PartitionSlot, PauseReason, ReadPosition};
 use super::publish::{acknowledged, PublishError};
 use super::window::{Released, Window};
 use super::Shared;
@@ -142,6 +142,7 @@ pub(crate) fn spawn(
         cancel: cancel.clone(),
         queue: VecDeque::new(),
         min_epoch: 0,
+        read: ReadPosition::default(),
         window: Window::new(),
         released: Vec::new(),
         done_through: None,
@@ -192,6 +193,8 @@ struct Owner {
     queue: VecDeque<Record>,
     /// Batches read under an older fetch epoch are stale (the partition was sought back).
     min_epoch: u64,
+    /// The offset after the last record taken in (records before it are re-reads).
+    read: ReadPosition,
     window: Window<Outcome>,
     /// Scratch space for what leaves the window.
     released: Vec<Released<Outcome>>,
@@ -295,7 +298,13 @@ impl Owner {
             self.shared.budget.release(batch.bytes);
             return;
         }
-        self.queue.extend(batch.records);
+        let mut records = batch.records;
+        let (again, bytes) = self.read.keep_new(&mut records);
+        if again > 0 {
+            tracing::debug!(records = again, "records read again after a pause; dropped (each offset is handed over once)");
+            self.shared.budget.release(bytes);
+        }
+        self.queue.extend(records);
     }
 
     fn release_queue(&mut self) {
@@ -493,6 +502,7 @@ impl Owner {
     fn drop_queue_behind(&mut self, offset: i64) {
         self.release_queue();
         self.min_epoch = self.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire) + 1;
+        self.read.rewind_to(offset + 1);
         let _ = self.shared.requests.send(Request::Seek { slot: Arc::clone(&self.slot), offset: offset + 1 });
     }
 

@@ -76,6 +76,42 @@ impl PauseReasons {
     }
 }
 
+/// How far an owner has read its partition: the offset after the last record it took in.
+///
+/// librdkafka rewinds a paused partition to the last record it gave the application, and
+/// a pause from an owner's task races with the dispatcher's read: a record read just then
+/// can be fetched again after the resume (see confluentinc/librdkafka#2593). Such re-reads
+/// are dropped here, so each offset is handed over once per assignment. Pure, so it is
+/// unit-tested.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReadPosition(Option<i64>);
+
+impl ReadPosition {
+    /// Keeps the records after the position and moves it past them; returns the number
+    /// and queued bytes of those dropped as read before.
+    pub(crate) fn keep_new(&mut self, records: &mut Vec<crate::record::Record>) -> (usize, usize) {
+        let (before, mut bytes) = (records.len(), 0);
+        if let Some(next) = self.0 {
+            records.retain(|r| {
+                let new = r.offset() >= next;
+                if !new {
+                    bytes += r.queued_bytes();
+                }
+                new
+            });
+        }
+        if let Some(last) = records.last() {
+            self.0 = Some(last.offset() + 1);
+        }
+        (before - records.len(), bytes)
+    }
+
+    /// The owner had the partition sought back to `next`: what follows is read again.
+    pub(crate) fn rewind_to(&mut self, next: i64) {
+        self.0 = Some(next);
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     reasons: PauseReasons,
@@ -215,5 +251,29 @@ mod tests {
         assert_eq!(r.remove(Stopped), Transition::Nothing);
         assert_eq!(r.insert(Stopped), Transition::Pause);
         assert_eq!(r.remove(NotDue), Transition::Nothing);
+    }
+
+    #[test]
+    fn a_record_read_again_is_dropped_until_the_owner_rewinds() {
+        let batch = |offsets: &[i64]| offsets.iter().map(|&o| crate::record::Record::new("t", 0, o)).collect::<Vec<_>>();
+        let offsets = |records: &[crate::record::Record]| records.iter().map(|r| r.offset()).collect::<Vec<_>>();
+        let mut at = ReadPosition::default();
+        let mut first = batch(&[500, 501]);
+        assert_eq!(at.keep_new(&mut first).0, 0);
+        // The rewind after a pause hands 501 over again, with what follows it.
+        let mut again = batch(&[501, 502, 503]);
+        assert_eq!(at.keep_new(&mut again).0, 1);
+        assert_eq!(offsets(&again), [502, 503]);
+        // Gaps (compaction, transaction markers) are fine; nothing old comes through.
+        let mut gap = batch(&[490, 507]);
+        assert_eq!(at.keep_new(&mut gap).0, 1);
+        assert_eq!(offsets(&gap), [507]);
+        let mut empty = Vec::new();
+        assert_eq!(at.keep_new(&mut empty), (0, 0));
+        assert_eq!(at, ReadPosition(Some(508)));
+        // The owner sought back past a held record: what follows it is new again.
+        at.rewind_to(502);
+        let mut reread = batch(&[502, 503]);
+        assert_eq!(at.keep_new(&mut reread).0, 0);
     }
 }
