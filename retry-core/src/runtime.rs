@@ -261,10 +261,11 @@ impl Runtime {
         for l in &self.listeners {
             let assigned = Arc::new(AtomicUsize::new(0));
             let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned)));
-            let ctx = ListenerContext { listener: l.name().to_owned(), partitions: Arc::clone(&partitions) };
-            let c: ListenerConsumer =
-                self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?;
-            consumers.push((l.clone(), Arc::new(c), partitions, assigned));
+            let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions));
+            let c: Arc<ListenerConsumer> =
+                Arc::new(self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?);
+            let _ = c.context().consumer.set(Arc::downgrade(&c));
+            consumers.push((l.clone(), c, partitions, assigned));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
         #[cfg(feature = "prometheus")]
@@ -295,7 +296,16 @@ impl Runtime {
             let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));
             let circuit = Arc::new(Circuit::new(listener.name(), listener.circuit_breaker().copied(), Arc::clone(&m)));
             circuits.push((listener.name().to_owned(), Arc::clone(&circuit)));
-            let shared = Arc::new(Shared { listener, publisher: Arc::clone(&publisher), metrics: m, consumer, budget, circuit, requests });
+            let shared = Arc::new(Shared {
+                listener,
+                publisher: Arc::clone(&publisher),
+                metrics: m,
+                consumer,
+                budget,
+                circuit,
+                requests,
+                errors: Default::default(),
+            });
             let grace = self.shutdown_grace;
             let token = shutdown.clone();
             tasks.push(tokio::spawn(async move {

@@ -1,9 +1,10 @@
 //! The listener's memory budget for queued records, counted in bytes.
 //!
-//! The dispatcher reserves a record's bytes before handing it to its partition; the
-//! partition's owner releases them when the record is finished or dropped. A record that
-//! does not fit is not queued: its partition is paused (reason backpressure) and sought
-//! back to it, and resumes once the queue has drained to half the budget. The budget is
+//! A record's bytes are reserved when it is read (by its partition's owner, or by the
+//! dispatcher for a partition without its own queue); the owner releases them when the
+//! record is finished or dropped. A record that does not fit is not queued: its partition
+//! is paused (reason backpressure) and sought back to it, and resumes once the queue has
+//! drained to half the budget. The budget is
 //! never exceeded, except by a single record larger than the whole budget, which is let
 //! through alone so that it cannot wedge its partition.
 
@@ -30,19 +31,21 @@ impl Budget {
         Budget { limit: limit.max(1), queued: AtomicUsize::new(0), drained: Notify::new(), metrics }
     }
 
-    /// Reserves `bytes`; `false` (nothing reserved) if they do not fit. Called by the
-    /// dispatcher only, so the check and the add do not race with another reservation.
+    /// Reserves `bytes`; `false` (nothing reserved) if they do not fit. Owners reserve
+    /// concurrently: the check and the add are one atomic step.
     pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
-        let queued = self.queued.load(Ordering::Acquire);
-        if queued != 0 && queued + bytes > self.limit {
-            return false;
+        let fits = |queued: usize| (queued == 0 || queued + bytes <= self.limit).then_some(queued + bytes);
+        match self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits) {
+            Ok(before) => {
+                self.metrics.observe_queued_peak(before + bytes);
+                true
+            }
+            Err(_) => false,
         }
-        let now = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.metrics.observe_queued_peak(now);
-        true
     }
 
-    /// Gives `bytes` back; wakes the dispatcher when the queue drained to half the budget.
+    /// Gives `bytes` back; wakes everyone held back when the queue drained to half the
+    /// budget.
     pub(crate) fn release(&self, bytes: usize) {
         if bytes == 0 {
             return;
@@ -51,7 +54,7 @@ impl Budget {
         self.metrics.set_queued_bytes(before - bytes);
         let half = self.limit / 2;
         if before > half && before - bytes <= half {
-            self.drained.notify_one();
+            self.drained.notify_waiters();
         }
     }
 

@@ -1,38 +1,38 @@
-//! The dispatcher: the one task that reads a listener's consumer.
+//! The dispatcher: the task that polls a listener's consumer itself.
 //!
-//! It keeps one long-lived message stream, drains what is ready without waiting, builds
-//! each [`Record`] once, and hands the records to their partitions' owners in batches.
-//! Each record's bytes are reserved in the listener's budget first; a record that does not
-//! fit pauses its partition (reason backpressure) and seeks it back to that record, which
-//! is read again once the queue has drained. It also carries out the owners' requests
-//! (seeking a partition back for a not-due record), so every read of the consumer and
-//! every seek happen on one task, in order. Consumer errors are logged (rate-limited) and
-//! never slow the healthy partitions down.
+//! Polling the consumer serves its rebalances (which split off each assigned partition's
+//! queue) and brings the consumer's errors; the dispatcher starts an owner for each
+//! assigned partition, and the owners read their own queues. Consumer errors are logged
+//! (rate-limited) and never slow the healthy partitions down.
+//!
+//! A partition whose queue could not be split off is read here: the dispatcher keeps one
+//! long-lived message stream, drains what is ready without waiting, builds each
+//! [`Record`] once, and hands the records to the partition's owner in batches. Each
+//! record's bytes are reserved in the listener's budget first; a record that does not fit
+//! pauses its partition (reason backpressure) and seeks it back to that record, which is
+//! read again once the queue has drained. For such partitions it also carries out the
+//! owners' requests (seeking back for a not-due record), so their reads and seeks happen
+//! on one task, in order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::Offset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::owner::{self, Batch, Request};
+use super::owner::{self, Batch, OwnerHandle, Request};
 use super::partition::{PartitionSlot, PauseReason};
-use super::rebalance::Partitions;
+use super::rebalance::{Assigned, Partitions};
 use super::{ListenerConsumer, Shared};
 use crate::record::Record;
 
 /// Messages taken from the stream without waiting before the batches are handed over.
 const MAX_DRAIN: usize = 2_048;
-/// How long a seek may take.
-const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
-/// At most one log line per distinct consumer error in this time.
-const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often the paused-partitions gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,7 +55,6 @@ struct Dispatcher {
     routes: HashMap<Arc<str>, HashMap<i32, Route>>,
     pending: Vec<Pending>,
     backpressured: Vec<Arc<PartitionSlot>>,
-    errors_logged: HashMap<String, (Instant, u64)>,
     /// Records and batches handed over, for the stop log line.
     handed_over: (u64, u64),
 }
@@ -77,7 +76,6 @@ pub(crate) async fn run(
         routes: HashMap::new(),
         pending: Vec::new(),
         backpressured: Vec::new(),
-        errors_logged: HashMap::new(),
         handed_over: (0, 0),
     };
     {
@@ -98,6 +96,10 @@ pub(crate) async fn run(
                 }
                 () = shared.budget.drained(), if !d.backpressured.is_empty() => {
                     d.lift_backpressure(&consumer);
+                    continue;
+                }
+                () = partitions.assigned_now.notified() => {
+                    d.start_owners();
                     continue;
                 }
                 m = stream.next() => m,
@@ -169,6 +171,18 @@ impl Dispatcher {
         p.bytes += bytes;
     }
 
+    /// Starts the owners of the assigned partitions that have their own queue.
+    fn start_owners(&mut self) {
+        let mut assigned = self.partitions.assigned.lock().expect("partitions lock");
+        for a in assigned.values_mut().filter(|a| a.owner.is_none() && a.queue.is_some()) {
+            a.owner = Some(self.start_owner(a));
+        }
+    }
+
+    fn start_owner(&self, a: &mut Assigned) -> OwnerHandle {
+        owner::spawn(Arc::clone(&self.shared), Arc::clone(&a.slot), a.queue.clone(), a.previous.take(), self.cancel.child_token())
+    }
+
     /// The route of a partition of the current generation, starting its owner if needed.
     fn route(&mut self, topic: &str, partition: i32) -> Option<Route> {
         if let Some(r) = self.routes.get(topic).and_then(|ps| ps.get(&partition)) {
@@ -191,8 +205,7 @@ impl Dispatcher {
             let mut assigned = self.partitions.assigned.lock().expect("partitions lock");
             let a = assigned.get_mut(&key)?;
             if a.owner.is_none() {
-                let handle = owner::spawn(Arc::clone(&self.shared), Arc::clone(&a.slot), a.previous.take(), self.cancel.child_token());
-                a.owner = Some(handle);
+                a.owner = Some(self.start_owner(a));
             }
             Route { slot: Arc::clone(&a.slot), inbox: a.owner.as_ref().expect("just set").inbox.clone() }
         };
@@ -223,7 +236,7 @@ impl Dispatcher {
                 budget = self.shared.budget.limit(), "budget for queued records used up: pausing the partition");
             self.backpressured.push(Arc::clone(slot));
         }
-        self.seek(consumer, slot, offset);
+        slot.seek(consumer, offset, &self.shared.metrics);
     }
 
     fn lift_backpressure(&mut self, consumer: &ListenerConsumer) {
@@ -232,31 +245,10 @@ impl Dispatcher {
         }
     }
 
-    fn seek(&self, consumer: &ListenerConsumer, slot: &PartitionSlot, offset: i64) -> bool {
-        match consumer.seek(slot.topic(), slot.partition(), Offset::Offset(offset), SEEK_TIMEOUT) {
-            Ok(()) => true,
-            Err(e) if slot.is_revoked() => {
-                tracing::debug!(topic = %slot.topic(), partition = slot.partition(), error = %e, "seek of a revoked partition");
-                false
-            }
-            Err(e) => {
-                // Records after `offset` were dropped and would be skipped: stop the
-                // partition instead (nothing after them is committed; they are read again
-                // after a rebalance or restart).
-                tracing::error!(topic = %slot.topic(), partition = slot.partition(), offset, error = %e,
-                    "could not seek the partition back; stopping it so that nothing is skipped");
-                if slot.pause(consumer, PauseReason::Stopped) {
-                    self.shared.metrics.inc_stopped_partitions();
-                }
-                false
-            }
-        }
-    }
-
     fn serve(&mut self, consumer: &ListenerConsumer, request: Request) {
         match request {
             Request::Seek { slot, offset } => {
-                if !slot.is_revoked() && self.seek(consumer, &slot, offset) {
+                if !slot.is_revoked() && slot.seek(consumer, offset, &self.shared.metrics) {
                     slot.fetch_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 }
             }
@@ -277,23 +269,8 @@ impl Dispatcher {
         }
     }
 
-    fn consumer_error(&mut self, e: &KafkaError) {
-        self.shared.metrics.inc_consumer_errors();
-        let text = e.to_string();
-        let now = Instant::now();
-        let listener = self.shared.listener.name();
-        match self.errors_logged.get_mut(&text) {
-            Some((last, suppressed)) if now.duration_since(*last) < ERROR_LOG_EVERY => *suppressed += 1,
-            Some((last, suppressed)) => {
-                tracing::warn!(listener, error = %e, repeated = *suppressed, "consumer error; reading on");
-                *last = now;
-                *suppressed = 0;
-            }
-            None => {
-                tracing::warn!(listener, error = %e, "consumer error; reading on (the client recovers by itself)");
-                self.errors_logged.insert(text, (now, 0));
-            }
-        }
+    fn consumer_error(&self, e: &KafkaError) {
+        self.shared.errors.report(self.shared.listener.name(), &self.shared.metrics, e);
     }
 
     async fn shut_down(mut self, consumer: &ListenerConsumer, grace: Duration) {

@@ -1,21 +1,25 @@
 //! The consumer core of a listener: carries out what the [`journey`](crate::journey)
 //! decides, against the broker.
 //!
-//! * [`dispatch`]: the one task reading the consumer; records built once, handed over in
-//!   batches, bytes budgeted ([`budget`]);
 //! * [`owner`]: one task per assigned partition, the single owner of its state
-//!   ([`partition`]): records handled in order ([`execute`]), republishes pipelined
-//!   ([`publish`]), offsets stored as a contiguous watermark ([`window`]);
+//!   ([`partition`]): it reads the partition's own [`queue`] (records built once, bytes
+//!   budgeted by [`budget`]), handles the records in order ([`execute`]), pipelines
+//!   republishes ([`publish`]) and stores offsets as a contiguous watermark ([`window`]);
+//! * [`dispatch`]: the task polling the consumer itself: rebalances, consumer errors
+//!   ([`errors`]), and the records of a partition whose queue could not be split off,
+//!   handed to its owner in batches;
 //! * [`rebalance`]: assignment and revocation, fenced by generation;
 //! * [`circuit`]: the listener's circuit breaker and manual pause, watched by every owner.
 
 mod budget;
 mod circuit;
 mod dispatch;
+mod errors;
 mod execute;
 mod owner;
 mod partition;
 mod publish;
+mod queue;
 mod rebalance;
 mod window;
 
@@ -46,4 +50,5 @@ pub(crate) struct Shared {
     pub(crate) budget: Budget,
     pub(crate) circuit: Arc<Circuit>,
     pub(crate) requests: mpsc::UnboundedSender<Request>,
+    pub(crate) errors: errors::ConsumerErrors,
 }

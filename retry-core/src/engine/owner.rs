@@ -2,7 +2,12 @@
 //! offset order, keeps their republishes in flight, and stores the partition's offset as a
 //! contiguous watermark.
 //!
-//! Records arrive from the dispatcher in batches. For each one the owner asks the
+//! The owner reads its partition's own queue (see [`queue`](super::queue)): it copies each
+//! message into a [`Record`] once and reserves its bytes in the listener's budget; a record
+//! that does not fit pauses the partition (reason backpressure) and seeks it back to that
+//! record, read again once the queue has drained. (A partition whose queue could not be
+//! split off gets its records from the dispatcher in batches.) For each record the owner
+//! asks the
 //! [`journey`](crate::journey) what it is (due or not, which attempt) and what follows a
 //! failure, and carries that out. A failed record's republish is enqueued and the next
 //! record handled at once; the acknowledgements are awaited in offset order (a bounded
@@ -11,7 +16,8 @@
 //!
 //! A retry record that is not due pauses the partition (reason not-due) until it is; for a
 //! long wait the records queued behind it are dropped and the partition sought back to
-//! them, so a not-due backlog costs one record of memory.
+//! them, so a not-due backlog costs one record of memory. Every pause, resume and seek of
+//! a partition with its own queue happens on its owner's task, the one that reads it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,6 +34,7 @@ use super::circuit::{self, Gate, Pass};
 use super::execute;
 use super::partition::{PartitionSlot, PauseReason, ReadPosition};
 use super::publish::{acknowledged, PublishError};
+use super::queue::{self, OwnQueue, Read};
 use super::window::{Released, Window};
 use super::Shared;
 use crate::headers::{FailureKind, RetryHeaders};
@@ -121,6 +128,7 @@ pub(crate) struct OwnerHandle {
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     slot: Arc<PartitionSlot>,
+    own: Option<Arc<OwnQueue>>,
     previous: Option<Arc<Finished>>,
     cancel: CancellationToken,
 ) -> OwnerHandle {
@@ -138,6 +146,8 @@ pub(crate) fn spawn(
         probe_at: None,
         slot,
         source,
+        own,
+        backpressured: false,
         inbox: rx,
         cancel: cancel.clone(),
         queue: VecDeque::new(),
@@ -188,6 +198,10 @@ struct Owner {
     probe_at: Option<i64>,
     slot: Arc<PartitionSlot>,
     source: Option<SourceTopics>,
+    /// The partition's own queue (none: records come from the dispatcher's inbox).
+    own: Option<Arc<OwnQueue>>,
+    /// Not reading: the budget is used up (the partition is paused, reason backpressure).
+    backpressured: bool,
     inbox: mpsc::UnboundedReceiver<Batch>,
     cancel: CancellationToken,
     queue: VecDeque<Record>,
@@ -239,8 +253,23 @@ impl Owner {
             }
             let due = self.not_due_until.map(instant_at);
             let probe_at = self.probe_at.filter(|_| self.breaker_hold);
+            // A clone of the queue lives only while waiting here (see `queue`).
+            let reading = match &self.own {
+                Some(own) if !cancelled && !self.stopped && !self.backpressured => own.get(),
+                _ => None,
+            };
+            let next_read = match reading {
+                Some(q) => futures::future::Either::Left(queue::read(q, Arc::clone(self.slot.topic()))),
+                None => futures::future::Either::Right(std::future::pending()),
+            };
+            let reading = !matches!(next_read, futures::future::Either::Right(_));
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
+                read = next_read, if reading => self.take_in(read),
+                () = self.shared.budget.drained(), if self.backpressured => {
+                    self.backpressured = false;
+                    self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
+                }
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.accept(batch),
@@ -267,12 +296,16 @@ impl Owner {
         self.shared.metrics.add_in_flight(-(self.reported_in_flight as f64));
     }
 
-    /// Follows the listener's gate: held pauses the partition (reason breaker); open
-    /// resumes it and lets the held record go.
+    /// Follows the listener's gate: held pauses the partition (reason breaker) once it
+    /// holds a record (until then it reads on, so that it has a record for the breaker's
+    /// probe: a partition paused with nothing in hand could never probe); open resumes it
+    /// and lets the held record go.
     fn apply_gate(&mut self) {
         let gate = *self.gate.borrow_and_update();
         if gate.held {
-            self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
+            if self.breaker_hold {
+                self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
+            }
             self.probe_at = gate.probe_at_ms;
         } else {
             self.breaker_hold = false;
@@ -305,6 +338,51 @@ impl Owner {
             self.shared.budget.release(bytes);
         }
         self.queue.extend(records);
+    }
+
+    /// Takes in what was read from the partition's own queue: each record's bytes are
+    /// reserved in order; at the first that does not fit, the partition is paused and
+    /// sought back to it (it and what follows are read again once the budget has room).
+    fn take_in(&mut self, read: Read) {
+        for e in &read.errors {
+            self.shared.errors.report(self.shared.listener.name(), &self.shared.metrics, e);
+        }
+        let mut records = read.records;
+        if self.stopped || records.is_empty() {
+            return;
+        }
+        let (again, _) = self.read.keep_new(&mut records);
+        if again > 0 {
+            tracing::debug!(records = again, "records read again; dropped (each offset is taken in once)");
+        }
+        let budget = &self.shared.budget;
+        if let Some(i) = records.iter().position(|r| !budget.try_reserve(r.queued_bytes())) {
+            let offset = records[i].offset();
+            records.truncate(i);
+            self.hold_back(offset);
+        }
+        self.queue.extend(records);
+        self.shared.budget.report();
+    }
+
+    /// Backpressure: the record at `offset` does not fit in the budget. The partition is
+    /// paused and sought back to it, and resumes once the budget has room.
+    fn hold_back(&mut self, offset: i64) {
+        let consumer = &*self.shared.consumer;
+        if !self.slot.pause(consumer, PauseReason::Backpressure) {
+            return;
+        }
+        if !self.backpressured {
+            tracing::debug!(
+                queued = self.shared.budget.queued(),
+                budget = self.shared.budget.limit(),
+                offset,
+                "budget for queued records used up: pausing the partition"
+            );
+        }
+        self.backpressured = true;
+        self.read.rewind_to(offset);
+        self.slot.seek(consumer, offset, &self.shared.metrics);
     }
 
     fn release_queue(&mut self) {
@@ -501,8 +579,13 @@ impl Owner {
     /// are read again when it is due. Batches read before the seek are dropped on arrival.
     fn drop_queue_behind(&mut self, offset: i64) {
         self.release_queue();
-        self.min_epoch = self.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire) + 1;
         self.read.rewind_to(offset + 1);
+        if self.own.is_some() {
+            // This task reads the partition: the seek cannot race with a read.
+            self.slot.seek(&*self.shared.consumer, offset + 1, &self.shared.metrics);
+            return;
+        }
+        self.min_epoch = self.slot.fetch_epoch.load(std::sync::atomic::Ordering::Acquire) + 1;
         let _ = self.shared.requests.send(Request::Seek { slot: Arc::clone(&self.slot), offset: offset + 1 });
     }
 

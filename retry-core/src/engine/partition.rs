@@ -13,6 +13,11 @@ use std::sync::{Arc, Mutex};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::metrics::Metrics;
+
+/// How long a seek may take.
+const SEEK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a partition is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PauseReason {
@@ -79,10 +84,10 @@ impl PauseReasons {
 /// How far an owner has read its partition: the offset after the last record it took in.
 ///
 /// librdkafka rewinds a paused partition to the last record it gave the application, and
-/// a pause from an owner's task races with the dispatcher's read: a record read just then
-/// can be fetched again after the resume (see confluentinc/librdkafka#2593). Such re-reads
-/// are dropped here, so each offset is handed over once per assignment. Pure, so it is
-/// unit-tested.
+/// a pause from an owner's task races with the dispatcher's read of a partition without
+/// its own queue: a record read just then can be fetched again after the resume (see
+/// confluentinc/librdkafka#2593). Such re-reads are dropped here, so each offset is taken
+/// in once per assignment. Pure, so it is unit-tested.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ReadPosition(Option<i64>);
 
@@ -203,6 +208,28 @@ impl PartitionSlot {
         if state.reasons.remove(reason) == Transition::Resume {
             if let Err(e) = consumer.resume(&self.list()) {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "resume failed");
+            }
+        }
+    }
+
+    /// Seeks the partition back to `offset`, so it is read again from there. `false` if it
+    /// could not: then, unless revoked, the partition is stopped (reason stopped), since
+    /// the records after `offset` were let go and would otherwise be skipped; nothing after
+    /// them is committed, so they are read again after a rebalance or restart.
+    pub(crate) fn seek<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C, offset: i64, metrics: &Metrics) -> bool {
+        match consumer.seek(&self.topic, self.partition, Offset::Offset(offset), SEEK_TIMEOUT) {
+            Ok(()) => true,
+            Err(e) if self.is_revoked() => {
+                tracing::debug!(topic = %self.topic, partition = self.partition, error = %e, "seek of a revoked partition");
+                false
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.partition, offset, error = %e,
+                    "could not seek the partition back; stopping it so that nothing is skipped");
+                if self.pause(consumer, PauseReason::Stopped) {
+                    metrics.inc_stopped_partitions();
+                }
+                false
             }
         }
     }

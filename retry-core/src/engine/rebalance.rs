@@ -1,5 +1,8 @@
 //! Assignment and revocation: which partitions this member holds, each with its
-//! [`PartitionSlot`] of the current generation and its owner.
+//! [`PartitionSlot`] of the current generation, its own queue and its owner.
+//!
+//! A partition's queue is split off the consumer just before it is assigned (see
+//! [`queue`](super::queue)), and closed when it is revoked.
 //!
 //! On revocation the owners of the revoked partitions are told to stop taking records; the
 //! callback waits a bounded time for the record in hand (and the republishes in flight) to
@@ -10,16 +13,19 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::owner::{Finished, OwnerHandle};
 use super::partition::PartitionSlot;
+use super::queue::{OwnQueue, PartitionQueue};
+use super::ListenerConsumer;
 
 /// A partition as (topic, partition).
 pub(crate) type TopicPartition = (String, i32);
@@ -28,20 +34,27 @@ pub(crate) type TopicPartition = (String, i32);
 #[derive(Debug)]
 pub(crate) struct Assigned {
     pub(crate) slot: Arc<PartitionSlot>,
-    /// Started by the dispatcher at the partition's first batch.
+    /// The partition's own queue (none if it could not be split off: its records then come
+    /// through the dispatcher).
+    pub(crate) queue: Option<Arc<OwnQueue>>,
+    /// Started by the dispatcher: at the assignment for a partition with its own queue, at
+    /// its first batch otherwise.
     pub(crate) owner: Option<OwnerHandle>,
     /// The owner of this partition in an earlier generation, if it may still be running.
     pub(crate) previous: Option<Arc<Finished>>,
 }
 
 /// The partitions of one listener, shared by the dispatcher and the rebalance callback.
-#[derive(Debug)]
 pub(crate) struct Partitions {
     pub(crate) assigned: Mutex<HashMap<TopicPartition, Assigned>>,
     /// Owners of revoked partitions, possibly still running: joined at shutdown.
     pub(crate) retired: Mutex<Vec<(Arc<Finished>, JoinHandle<()>)>>,
     /// Finish signals of retired owners by partition, so a new owner can wait for the old.
     retired_by_partition: Mutex<HashMap<TopicPartition, Arc<Finished>>>,
+    /// Queues split off in the rebalance callback, waiting for their assignment.
+    split: Mutex<HashMap<TopicPartition, PartitionQueue>>,
+    /// Notified when partitions were assigned (their owners are to be started).
+    pub(crate) assigned_now: Notify,
     next_generation: AtomicU64,
     /// How long revocation waits for records in hand.
     revoke_grace: Duration,
@@ -55,6 +68,8 @@ impl Partitions {
             assigned: Mutex::default(),
             retired: Mutex::default(),
             retired_by_partition: Mutex::default(),
+            split: Mutex::default(),
+            assigned_now: Notify::new(),
             next_generation: AtomicU64::new(1),
             revoke_grace,
             count,
@@ -72,7 +87,22 @@ impl Partitions {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let previous = self.retired_by_partition.lock().expect("partitions lock").remove(&key).filter(|f| !f.is_set());
         let slot = Arc::new(PartitionSlot::new(topic, partition, generation));
-        self.assigned.lock().expect("partitions lock").insert(key, Assigned { slot, owner: None, previous });
+        let queue = self.split.lock().expect("partitions lock").remove(&key).map(|q| Arc::new(OwnQueue::new(q)));
+        self.assigned.lock().expect("partitions lock").insert(key, Assigned { slot, queue, owner: None, previous });
+    }
+
+    /// Splits off the queues of partitions about to be assigned (before librdkafka fetches
+    /// them, so none of their records reach the main queue).
+    fn split_off(&self, consumer: &Arc<ListenerConsumer>, partitions: &[TopicPartition]) {
+        let mut split = self.split.lock().expect("partitions lock");
+        for (topic, partition) in partitions {
+            match consumer.split_partition_queue(topic, *partition) {
+                Some(q) => {
+                    split.insert((topic.clone(), *partition), q);
+                }
+                None => tracing::warn!(topic, partition, "could not split off the partition's queue; the dispatcher reads it"),
+            }
+        }
     }
 
     /// Stops the owners of `revoked`, waits up to the grace for them, then fences them.
@@ -96,6 +126,9 @@ impl Partitions {
             wait_for_owners(&waiting, self.revoke_grace);
         }
         for (key, a) in taken {
+            if let Some(q) = &a.queue {
+                q.close();
+            }
             a.slot.revoke();
             if let Some(owner) = a.owner {
                 if !owner.finished.is_set() {
@@ -108,14 +141,18 @@ impl Partitions {
         }
     }
 
-    /// Every owner, active or retired, for shutdown: cancelled.
+    /// Every owner, active or retired, for shutdown: cancelled, their queues closed.
     pub(crate) fn drain(&self) -> Vec<(Arc<Finished>, JoinHandle<()>)> {
+        self.split.lock().expect("partitions lock").clear();
         let mut all: Vec<_> = self
             .assigned
             .lock()
             .expect("partitions lock")
             .drain()
             .filter_map(|(_, a)| {
+                if let Some(q) = &a.queue {
+                    q.close();
+                }
                 a.owner.map(|o| {
                     o.cancel.cancel();
                     (o.finished, o.join)
@@ -150,6 +187,14 @@ fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) {
 pub(crate) struct ListenerContext {
     pub(crate) listener: String,
     pub(crate) partitions: Arc<Partitions>,
+    /// The consumer itself, to split partition queues off it (set once it exists).
+    pub(crate) consumer: OnceLock<Weak<ListenerConsumer>>,
+}
+
+impl ListenerContext {
+    pub(crate) fn new(listener: &str, partitions: Arc<Partitions>) -> Self {
+        ListenerContext { listener: listener.to_owned(), partitions, consumer: OnceLock::new() }
+    }
 }
 
 impl ClientContext for ListenerContext {
@@ -160,6 +205,12 @@ impl ClientContext for ListenerContext {
 
 impl ConsumerContext for ListenerContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
+                let assigned: Vec<TopicPartition> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                self.partitions.split_off(&consumer, &assigned);
+            }
+        }
         if let Rebalance::Revoke(list) = rebalance {
             let revoked: Vec<TopicPartition> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             self.partitions.revoke(&revoked);
@@ -176,6 +227,7 @@ impl ConsumerContext for ListenerContext {
                     self.partitions.assign(e.topic(), e.partition());
                 }
                 self.partitions.count.fetch_add(list.count(), Ordering::AcqRel);
+                self.partitions.assigned_now.notify_one();
                 tracing::info!(listener = %self.listener, partitions = list.count(), "partitions assigned");
                 // A partition comes back unpaused, whatever an earlier generation did to it.
                 if let Err(e) = consumer.resume(list) {

@@ -1,0 +1,84 @@
+//! A partition's own queue: split off the consumer when the partition is assigned, so its
+//! owner reads, builds and budgets its records itself, on whichever worker it runs.
+//!
+//! The queue is split in the rebalance callback before librdkafka starts fetching the
+//! partition, so none of its records reach the consumer's main queue. librdkafka keeps a
+//! split partition off the main queue for good, so each later assignment splits it again.
+//! Every handle of one partition shares librdkafka's fetch queue and its wake-up callback,
+//! and dropping a handle disables that callback: an old handle must be gone before a new
+//! one is used. So the handle lives in an [`OwnQueue`] that revocation closes, and an owner
+//! holds a clone only while it waits for records (never while it handles one). Should a
+//! wake-up still be lost, the owner looks at its queue again after [`RECHECK`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::error::KafkaError;
+
+use super::ListenerContext;
+use crate::record::Record;
+
+/// The split-off queue of one partition.
+pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
+
+/// Messages taken from a partition's queue at once (without waiting after the first).
+pub(crate) const READ_AT_MOST: usize = 1_024;
+/// An owner waiting for records looks at its queue at least this often.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The handle on a partition's queue for one assignment.
+#[derive(Default)]
+pub(crate) struct OwnQueue(Mutex<Option<Arc<PartitionQueue>>>);
+
+impl std::fmt::Debug for OwnQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OwnQueue").field(&self.get().is_some()).finish()
+    }
+}
+
+impl OwnQueue {
+    pub(crate) fn new(queue: PartitionQueue) -> Self {
+        OwnQueue(Mutex::new(Some(Arc::new(queue))))
+    }
+
+    /// The queue, unless it was closed.
+    pub(crate) fn get(&self) -> Option<Arc<PartitionQueue>> {
+        self.0.lock().expect("queue lock").clone()
+    }
+
+    /// Drops the handle (the partition was revoked, or the listener stops).
+    pub(crate) fn close(&self) {
+        drop(self.0.lock().expect("queue lock").take());
+    }
+}
+
+/// What one read of a partition's queue brought.
+#[derive(Debug, Default)]
+pub(crate) struct Read {
+    pub(crate) records: Vec<Record>,
+    pub(crate) errors: Vec<KafkaError>,
+}
+
+/// Waits for the partition's next message (at most [`RECHECK`]), then takes what else is
+/// ready, up to [`READ_AT_MOST`]; each message is copied into a [`Record`] once.
+/// Cancellation-safe: nothing is taken from the queue before the last `await`.
+pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>) -> Read {
+    let mut read = Read::default();
+    let mut stream = queue.stream();
+    let Ok(Some(first)) = tokio::time::timeout(RECHECK, stream.next()).await else {
+        return read;
+    };
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        match message {
+            Ok(m) => read.records.push(Record::copy_of(&m, Arc::clone(&topic))),
+            Err(e) => read.errors.push(e),
+        }
+        if read.records.len() + read.errors.len() < READ_AT_MOST {
+            next = stream.next().now_or_never().flatten();
+        }
+    }
+    read
+}
