@@ -225,18 +225,13 @@ impl Dispatcher {
         });
     }
 
-    /// Backpressure: the record at `offset` does not fit in the budget. The partition is
-    /// paused and sought back to it, so it is read again after the queue drained.
+    /// Holds the partition back ([`PartitionSlot::hold_back`]) and remembers it, to resume
+    /// it when the budget has drained.
     fn hold_back(&mut self, consumer: &ListenerConsumer, slot: &Arc<PartitionSlot>, offset: i64) {
-        if !slot.pause(consumer, PauseReason::Backpressure) {
-            return;
-        }
-        if !self.backpressured.iter().any(|s| Arc::ptr_eq(s, slot)) {
-            tracing::debug!(topic = %slot.topic(), partition = slot.partition(), queued = self.shared.budget.queued(),
-                budget = self.shared.budget.limit(), "budget for queued records used up: pausing the partition");
+        let first = !self.backpressured.iter().any(|s| Arc::ptr_eq(s, slot));
+        if slot.hold_back(consumer, offset, &self.shared.budget, first, &self.shared.metrics) && first {
             self.backpressured.push(Arc::clone(slot));
         }
-        slot.seek(consumer, offset, &self.shared.metrics);
     }
 
     fn lift_backpressure(&mut self, consumer: &ListenerConsumer) {

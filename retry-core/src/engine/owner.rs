@@ -254,18 +254,15 @@ impl Owner {
             let due = self.not_due_until.map(instant_at);
             let probe_at = self.probe_at.filter(|_| self.breaker_hold);
             // A clone of the queue lives only while waiting here (see `queue`).
-            let reading = match &self.own {
+            let own_queue = match &self.own {
                 Some(own) if !cancelled && !self.stopped && !self.backpressured => own.get(),
                 _ => None,
             };
-            let next_read = match reading {
-                Some(q) => futures::future::Either::Left(queue::read(q, Arc::clone(self.slot.topic()))),
-                None => futures::future::Either::Right(std::future::pending()),
-            };
-            let reading = !matches!(next_read, futures::future::Either::Right(_));
+            let reading = own_queue.is_some();
+            let next_read = own_queue.map(|q| queue::read(q, Arc::clone(self.slot.topic())));
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
-                read = next_read, if reading => self.take_in(read),
+                Some(read) = futures::future::OptionFuture::from(next_read), if reading => self.take_in(read),
                 () = self.shared.budget.drained(), if self.backpressured => {
                     self.backpressured = false;
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
@@ -332,12 +329,19 @@ impl Owner {
             return;
         }
         let mut records = batch.records;
-        let (again, bytes) = self.read.keep_new(&mut records);
-        if again > 0 {
-            tracing::debug!(records = again, "records read again after a pause; dropped (each offset is handed over once)");
-            self.shared.budget.release(bytes);
-        }
+        let again = self.drop_read_again(&mut records);
+        self.shared.budget.release(again);
         self.queue.extend(records);
+    }
+
+    /// Drops the records read again (offsets already taken in; see [`ReadPosition`]);
+    /// returns their bytes.
+    fn drop_read_again(&mut self, records: &mut Vec<Record>) -> usize {
+        let (again, bytes) = self.read.keep_new(records);
+        if again > 0 {
+            tracing::debug!(records = again, "records read again; dropped (each offset is taken in once)");
+        }
+        bytes
     }
 
     /// Takes in what was read from the partition's own queue: each record's bytes are
@@ -351,10 +355,8 @@ impl Owner {
         if self.stopped || records.is_empty() {
             return;
         }
-        let (again, _) = self.read.keep_new(&mut records);
-        if again > 0 {
-            tracing::debug!(records = again, "records read again; dropped (each offset is taken in once)");
-        }
+        // Not reserved yet: nothing to give back.
+        self.drop_read_again(&mut records);
         let budget = &self.shared.budget;
         if let Some(i) = records.iter().position(|r| !budget.try_reserve(r.queued_bytes())) {
             let offset = records[i].offset();
@@ -365,24 +367,14 @@ impl Owner {
         self.shared.budget.report();
     }
 
-    /// Backpressure: the record at `offset` does not fit in the budget. The partition is
-    /// paused and sought back to it, and resumes once the budget has room.
+    /// Holds the partition back ([`PartitionSlot::hold_back`]) from the record at `offset`,
+    /// which is taken in again once the budget has drained.
     fn hold_back(&mut self, offset: i64) {
-        let consumer = &*self.shared.consumer;
-        if !self.slot.pause(consumer, PauseReason::Backpressure) {
-            return;
+        let shared = &self.shared;
+        if self.slot.hold_back(&*shared.consumer, offset, &shared.budget, !self.backpressured, &shared.metrics) {
+            self.backpressured = true;
+            self.read.rewind_to(offset);
         }
-        if !self.backpressured {
-            tracing::debug!(
-                queued = self.shared.budget.queued(),
-                budget = self.shared.budget.limit(),
-                offset,
-                "budget for queued records used up: pausing the partition"
-            );
-        }
-        self.backpressured = true;
-        self.read.rewind_to(offset);
-        self.slot.seek(consumer, offset, &self.shared.metrics);
     }
 
     fn release_queue(&mut self) {

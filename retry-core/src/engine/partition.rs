@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::budget::Budget;
 use crate::metrics::Metrics;
 
 /// How long a seek may take.
@@ -210,6 +211,28 @@ impl PartitionSlot {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "resume failed");
             }
         }
+    }
+
+    /// Backpressure: the record at `offset` does not fit in `budget`. Pauses the partition
+    /// (reason backpressure) and seeks it back to that record, read again once the budget
+    /// has room; `first`: the first hold of a spell (logged). `false` if revoked.
+    pub(crate) fn hold_back<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &C,
+        offset: i64,
+        budget: &Budget,
+        first: bool,
+        metrics: &Metrics,
+    ) -> bool {
+        if !self.pause(consumer, PauseReason::Backpressure) {
+            return false;
+        }
+        if first {
+            tracing::debug!(topic = %self.topic, partition = self.partition, offset, queued = budget.queued(), budget = budget.limit(),
+                "budget for queued records used up: pausing the partition");
+        }
+        self.seek(consumer, offset, metrics);
+        true
     }
 
     /// Seeks the partition back to `offset`, so it is read again from there. `false` if it

@@ -24,12 +24,11 @@ use crate::record::Record;
 pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
 
 /// Messages taken from a partition's queue at once (without waiting after the first).
-pub(crate) const READ_AT_MOST: usize = 1_024;
+const READ_AT_MOST: usize = 1_024;
 /// An owner waiting for records looks at its queue at least this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// The handle on a partition's queue for one assignment.
-#[derive(Default)]
 pub(crate) struct OwnQueue(Mutex<Option<Arc<PartitionQueue>>>);
 
 impl std::fmt::Debug for OwnQueue {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::TopicPartitionList;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -205,18 +206,19 @@ impl ClientContext for ListenerContext {
 
 impl ConsumerContext for ListenerContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
-                let assigned: Vec<TopicPartition> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-                self.partitions.split_off(&consumer, &assigned);
+        match rebalance {
+            Rebalance::Assign(list) => {
+                if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
+                    self.partitions.split_off(&consumer, &partitions_of(list));
+                }
             }
-        }
-        if let Rebalance::Revoke(list) = rebalance {
-            let revoked: Vec<TopicPartition> = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-            self.partitions.revoke(&revoked);
-            let n = list.count();
-            let _ = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
-            tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
+            Rebalance::Revoke(list) => {
+                self.partitions.revoke(&partitions_of(list));
+                let n = list.count();
+                let _ = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
+                tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
+            }
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -238,4 +240,9 @@ impl ConsumerContext for ListenerContext {
             Rebalance::Error(e) => tracing::warn!(listener = %self.listener, error = %e, "rebalance error"),
         }
     }
+}
+
+/// The partitions of a rebalance's list.
+fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
 }
