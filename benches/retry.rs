@@ -32,7 +32,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Message};
 use retryable_topic::headers::{self, FailureKind, RetryHeaders};
 use retryable_topic::time::now_ms;
 use retryable_topic::{handler, Backoff, EmbeddedKafka, HandlerError, Listener, Record, RetryPolicy, Runtime};
@@ -203,9 +203,9 @@ async fn produce(broker: &Broker, topic: &str, n: u64, size: usize, headers: Opt
 
 /// Seconds a bare rdkafka consumer (offset stored per record, auto commit) takes to read
 /// `n` records, from the first.
-async fn bare_consumer_secs(broker: &Broker, topic: &str, n: u64) -> f64 {
+async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64) -> f64 {
     let mut c = broker.config();
-    c.set("group.id", format!("{topic}-bare")).set("auto.offset.reset", "earliest").set("enable.auto.offset.store", "false");
+    c.set("group.id", format!("{topic}-{group}")).set("auto.offset.reset", "earliest").set("enable.auto.offset.store", "false");
     for (k, v) in broker.consumer_settings() {
         c.set(k, v);
     }
@@ -221,6 +221,41 @@ async fn bare_consumer_secs(broker: &Broker, topic: &str, n: u64) -> f64 {
         consumer.store_offset_from_message(&m).unwrap();
     }
     started.elapsed().as_secs_f64()
+}
+
+/// Seconds bare rdkafka clients take for the work of the 10 % row, without the framework
+/// and without waiting out any backoff: one consumer reads `topic` and `second` (offset
+/// stored per record); each record whose key ends in 7 (a tenth) is produced to `second`,
+/// pipelined, and read back from it. From the first record until all `n + n / 10` are read.
+async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64) -> f64 {
+    let mut c = broker.config();
+    c.set("group.id", format!("{topic}-bare-work")).set("auto.offset.reset", "earliest").set("enable.auto.offset.store", "false");
+    for (k, v) in broker.consumer_settings() {
+        c.set(k, v);
+    }
+    let consumer: StreamConsumer = c.create().unwrap();
+    consumer.subscribe(&[topic, second]).unwrap();
+    let producer = broker.producer();
+    let mut stream = consumer.stream();
+    let mut started = None;
+    let total = n + n / 10;
+    for _ in 0..total {
+        let m = stream.next().await.unwrap().unwrap();
+        started.get_or_insert_with(Instant::now);
+        if m.topic() == topic && m.key().is_some_and(|k| k.last() == Some(&b'7')) {
+            let mut r = FutureRecord::<[u8], [u8]>::to(second);
+            if let Some(k) = m.key() {
+                r = r.key(k);
+            }
+            if let Some(p) = m.payload() {
+                r = r.payload(p);
+            }
+            // The delivery is not awaited: the record is read back from `second`.
+            drop(producer.send_result(r).map_err(|(e, _)| e).expect("enqueued"));
+        }
+        consumer.store_offset_from_message(&m).unwrap();
+    }
+    started.expect("a record").elapsed().as_secs_f64()
 }
 
 type Decide = fn(&Record) -> Result<(), HandlerError>;
@@ -442,38 +477,75 @@ async fn main() {
         row(&b, "header bytes at attempt 900, appended as Spring does", format!("{appended}"), "(comparison)", None);
     }
 
-    let mut bare_rate = None;
     if wants("happy") || wants("tenth") {
-        let bare = broker.topic("bare");
-        broker.create(&bare, PARTITIONS).await;
-        produce(&broker, &bare, n, 100, None).await;
-        let secs = bare_consumer_secs(&broker, &bare, n).await;
-        let rate = n as f64 / secs;
-        bare_rate = Some(rate);
-        row(&b, &format!("bare rdkafka consumer, {n} x 100 B, records/s"), format!("{rate:.0}"), "baseline", None);
-    }
-    if let (true, Some(bare)) = (wants("happy"), bare_rate) {
-        let topic = broker.topic("happy");
-        let run = run_listener(&broker, &topic, policy(Duration::from_millis(10)), None, ok, (n, 100), false, |h, _| h >= n).await;
-        let rate = n as f64 / run.secs;
-        row(&b, "runtime, no-op handler, records/s", format!("{rate:.0}"), "", None);
-        row(&b, "happy path / bare consumer", format!("{:.2}", rate / bare), ">= 0.90", Some(rate / bare >= 0.9));
-    }
-    if let (true, Some(bare)) = (wants("tenth"), bare_rate) {
-        let topic = broker.topic("tenth");
-        let run =
-            run_listener(&broker, &topic, policy(Duration::from_millis(10)), None, fail_every_tenth_once, (n, 100), false, |h, _| h >= n)
-                .await;
-        let rate = n as f64 / run.secs;
-        row(&b, "runtime, 10% failing once (10 ms backoff), records/s", format!("{rate:.0}"), "", None);
-        row(
-            &b,
-            "  of which first attempts done after / all done after",
-            format!("{:.3} s / {:.3} s", run.first_attempts_secs, run.secs),
-            "",
-            None,
-        );
-        row(&b, "10% failing once / bare consumer", format!("{:.2}", rate / bare), ">= 0.70", Some(rate / bare >= 0.7));
+        // Runs of 100,000 records take a tenth of a second or so, which is noisy on two
+        // cores shared with the broker: after a warm-up run (allocator, thread pools), the
+        // bare consumer and each listener run three times, interleaved, and the medians
+        // count.
+        let bare_topic = broker.topic("bare");
+        broker.create(&bare_topic, PARTITIONS).await;
+        produce(&broker, &bare_topic, n, 100, None).await;
+        let quick = || policy(Duration::from_millis(10));
+        run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+        let (mut bare, mut happy, mut tenth) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..3 {
+            bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("bare-{i}"), n).await);
+            if wants("happy") {
+                let run =
+                    run_listener(&broker, &broker.topic(&format!("happy-{i}")), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+                happy.push(n as f64 / run.secs);
+            }
+            if wants("tenth") {
+                let topic = broker.topic(&format!("tenth-{i}"));
+                let run = run_listener(&broker, &topic, quick(), None, fail_every_tenth_once, (n, 100), false, |h, _| h >= n).await;
+                tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs));
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        // Each round's ratio, for the spread beside the medians'.
+        let spread = |rates: &[f64]| {
+            let r: Vec<f64> = rates.iter().zip(&bare).map(|(x, b)| x / b).collect();
+            format!("{:.2}–{:.2}", r.iter().copied().fold(f64::INFINITY, f64::min), r.iter().copied().fold(0.0, f64::max))
+        };
+        let happy_spread = spread(&happy);
+        let tenth_spread = spread(&tenth.iter().map(|t| t.0).collect::<Vec<_>>());
+        let bare = median(bare);
+        row(&b, &format!("bare rdkafka consumer, {n} x 100 B, records/s (median of 3)"), format!("{bare:.0}"), "baseline", None);
+        if wants("happy") {
+            let rate = median(happy);
+            row(&b, "runtime, no-op handler, records/s (median of 3)", format!("{rate:.0}"), "", None);
+            row(
+                &b,
+                "happy path / bare consumer",
+                format!("{:.2} (rounds {happy_spread})", rate / bare),
+                ">= 0.90",
+                Some(rate / bare >= 0.9),
+            );
+        }
+        if wants("tenth") {
+            tenth.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (rate, first_attempts_secs, secs) = tenth[tenth.len() / 2];
+            row(&b, "runtime, 10% failing once (10 ms backoff), records/s (median of 3)", format!("{rate:.0}"), "", None);
+            row(&b, "  of which first attempts done after / all done after", format!("{first_attempts_secs:.3} s / {secs:.3} s"), "", None);
+            row(
+                &b,
+                "10% failing once / bare consumer",
+                format!("{:.2} (rounds {tenth_spread})", rate / bare),
+                ">= 0.70",
+                Some(rate / bare >= 0.7),
+            );
+            // What the machine allows for that work at all: bare clients doing it.
+            let (topic, second) = (broker.topic("bare-work"), broker.topic("bare-work-second"));
+            broker.create(&topic, PARTITIONS).await;
+            broker.create(&second, PARTITIONS).await;
+            produce(&broker, &topic, n, 100, None).await;
+            let work = n as f64 / bare_retry_work_secs(&broker, &topic, &second, n).await;
+            row(&b, "  bare clients doing the same work (no backoff), records/s", format!("{work:.0}"), "(context)", None);
+            row(&b, "  bare clients doing it / bare consumer", format!("{:.2}", work / bare), "(context)", None);
+        }
     }
 
     if wants("outage") {
