@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use futures::future::OptionFuture;
 use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio::sync::{mpsc, watch};
@@ -258,11 +259,10 @@ impl Owner {
                 Some(own) if !cancelled && !self.stopped && !self.backpressured => own.get(),
                 _ => None,
             };
-            let reading = own_queue.is_some();
             let next_read = own_queue.map(|q| queue::read(q, Arc::clone(self.slot.topic())));
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
-                Some(read) = futures::future::OptionFuture::from(next_read), if reading => self.take_in(read),
+                Some(read) = OptionFuture::from(next_read) => self.take_in(read),
                 () = self.shared.budget.drained(), if self.backpressured => {
                     self.backpressured = false;
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
@@ -272,12 +272,12 @@ impl Owner {
                     Some(batch) => self.accept(batch),
                     None => inbox_open = false,
                 },
-                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => self.wake_up(),
+                Some(()) = OptionFuture::from(due.map(tokio::time::sleep_until)) => self.wake_up(),
                 changed = self.gate.changed(), if gate_open => match changed {
                     Ok(()) => self.apply_gate(),
                     Err(_) => gate_open = false,
                 },
-                () = tokio::time::sleep_until(instant_at(probe_at.unwrap_or_default())), if probe_at.is_some() => {
+                Some(()) = OptionFuture::from(probe_at.map(|at| tokio::time::sleep_until(instant_at(at)))) => {
                     // The probe may go: ask again (one owner gets it, the others wait on).
                     self.breaker_hold = false;
                     self.probe_at = None;
