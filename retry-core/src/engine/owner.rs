@@ -136,9 +136,7 @@ pub(crate) fn spawn(
     let (inbox, rx) = mpsc::unbounded_channel();
     let finished = Arc::new(Finished::default());
     let span = tracing::info_span!("partition", listener = %shared.listener.name(), topic = %slot.topic(), partition = slot.partition(), generation = slot.generation());
-    let source = shared.listener.topology().role(slot.topic()).map(|r| match r {
-        Role::Source(s) | Role::Retry(s, _) => s.clone(),
-    });
+    let source = shared.listener.topology().role(slot.topic()).map(|r| r.source().clone());
     let gate = shared.circuit.subscribe();
     let owner = Owner {
         shared,
@@ -472,7 +470,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                self.carry_out(record, bytes, plan, None).await;
+                self.carry_out(record, bytes, plan, 0).await;
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -489,10 +487,8 @@ impl Owner {
             }
             Arrival::Hop { topic, headers } => {
                 tracing::debug!(offset, to = %topic, due_at = %format_ms(headers.due_at_ms), "hopping down the ladder");
-                let failed =
-                    self.failed_attempt(&record, Some(&headers), headers.attempt, FailureKind::PublishFailed, &headers.error, now_ms());
-                let fallback = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::PublishFailed);
-                self.publish_retry(record, bytes, topic, headers, Some(fallback), true).await;
+                let failed_attempt = headers.attempt;
+                self.publish_retry(record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt }).await;
             }
             Arrival::Handle { attempt, headerless_retry } => {
                 if headerless_retry {
@@ -553,13 +549,7 @@ impl Owner {
                             ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
                         };
                         let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
-                        let fallback = match &plan {
-                            Plan::Republish { .. } => {
-                                Some(journey::give_up(listener.policy(), self.source(), &failed, FailureKind::PublishFailed))
-                            }
-                            _ => None,
-                        };
-                        self.carry_out(record, bytes, plan, fallback).await;
+                        self.carry_out(record, bytes, plan, attempt).await;
                     }
                 }
             }
@@ -582,20 +572,11 @@ impl Owner {
     }
 
     /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
-    async fn publish_retry(
-        &mut self,
-        record: Record,
-        bytes: usize,
-        topic: String,
-        headers: RetryHeaders,
-        fallback: Option<Plan>,
-        hop: bool,
-    ) {
+    async fn publish_retry(&mut self, record: Record, bytes: usize, target: RetryTarget) {
         let offset = record.offset();
-        let enqueued = self.shared.publisher.enqueue(&topic, &record, &headers).await;
+        let enqueued = self.shared.publisher.enqueue(&target.topic, &record, &target.headers).await;
         let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-        let publish = republish(shared, cancel, record, RetryTarget { topic, headers, hop }, enqueued, fallback).boxed();
-        self.push_publish(offset, bytes, publish);
+        self.push_publish(offset, bytes, republish(shared, cancel, record, target, enqueued).boxed());
     }
 
     fn source(&self) -> &SourceTopics {
@@ -629,8 +610,9 @@ impl Owner {
     }
 
     /// Carries a plan out: a publish goes into the window; a drop finishes at once.
-    /// `bytes`: what the record was counted for in the budget when it was queued.
-    async fn carry_out(&mut self, record: Record, bytes: usize, plan: Plan, fallback: Option<Plan>) {
+    /// `bytes`: what the record was counted for in the budget when it was queued;
+    /// `failed_attempt`: the attempt that failed (see [`journey::publish_refused`]).
+    async fn carry_out(&mut self, record: Record, bytes: usize, plan: Plan, failed_attempt: u32) {
         let offset = record.offset();
         match plan {
             Plan::Drop { kind } => {
@@ -640,7 +622,7 @@ impl Owner {
             }
             Plan::Republish { topic, headers } => {
                 tracing::info!(offset, to = %topic, attempt = headers.attempt, due_at = %format_ms(headers.due_at_ms), error = %headers.error, "retrying");
-                self.publish_retry(record, bytes, topic, headers, fallback, false).await;
+                self.publish_retry(record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt }).await;
             }
             Plan::DeadLetter { topic, headers } => {
                 let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
@@ -660,20 +642,21 @@ struct RetryTarget {
     topic: String,
     headers: RetryHeaders,
     hop: bool,
+    /// The attempt that failed (for a hop, the attempt it is due for).
+    failed_attempt: u32,
 }
 
 /// Waits for a retry-topic publish; publishes again after transient errors (100 ms doubling
-/// to 5 s); after a permanent one, gives the record up by `fallback` (the DLT with reason
-/// `publish-failed`, or a drop).
+/// to 5 s); after a permanent one, gives the record up ([`journey::publish_refused`]: the
+/// DLT with reason `publish-failed`, or a drop).
 async fn republish(
     shared: Arc<Shared>,
     cancel: CancellationToken,
     record: Record,
     target: RetryTarget,
     mut enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
-    fallback: Option<Plan>,
 ) -> Outcome {
-    let RetryTarget { topic, headers, hop } = target;
+    let RetryTarget { topic, headers, hop, failed_attempt } = target;
     let mut pause = Duration::from_millis(100);
     let mut logged = false;
     loop {
@@ -693,7 +676,9 @@ async fn republish(
             Err(e) if e.permanent => {
                 shared.metrics.inc_publish_failed();
                 tracing::error!(offset = record.offset(), to = %topic, error = %e, "the retry topic refuses this record and always will; giving it up");
-                return match fallback {
+                let source = shared.listener.topology().role(record.topic()).map(Role::source);
+                let plan = source.map(|s| journey::publish_refused(shared.listener.policy(), s, &headers, failed_attempt, now_ms()));
+                return match plan {
                     Some(Plan::DeadLetter { topic, headers }) => dead_letter(shared, cancel, record, topic, headers).await,
                     _ => {
                         shared.metrics.inc_dropped();

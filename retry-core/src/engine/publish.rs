@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::headers::{self, RetryHeaders};
+use crate::headers::RetryHeaders;
 use crate::record::Record;
 
 /// Publishes records with fresh framework headers.
@@ -69,14 +69,11 @@ impl Publisher {
     /// returned future resolves when the broker acknowledged (or refused) it. A full local
     /// queue is waited out here; an immediate refusal (e.g. too large) is returned at once.
     pub(crate) async fn enqueue(&self, topic: &str, record: &Record, retry: &RetryHeaders) -> Result<DeliveryFuture, PublishError> {
-        let fresh = retry.encode();
-        let mut out = OwnedHeaders::new_with_capacity(fresh.len() + 4);
-        for (key, value) in record.headers().filter(|(n, _)| !headers::is_framework_header(n)) {
+        let mut out = OwnedHeaders::new_with_capacity(record.headers().count() + 13);
+        for (key, value) in record.user_headers() {
             out = out.insert(Header { key, value });
         }
-        for (key, value) in &fresh {
-            out = out.insert(Header { key, value: Some(value) });
-        }
+        let out = retry.fold_encoded(out, |out, key, value| out.insert(Header { key, value: Some(value) }));
         let mut message = FutureRecord::<[u8], [u8]>::to(topic).headers(out);
         if let Some(k) = record.key() {
             message = message.key(k);

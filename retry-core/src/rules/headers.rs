@@ -207,25 +207,32 @@ where
 impl RetryHeaders {
     /// Encodes the fixed header set, in table order.
     pub fn encode(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let mut headers = vec![
-            (names::VERSION, vec![FORMAT_VERSION]),
-            (names::ATTEMPT, self.attempt.to_be_bytes().to_vec()),
-            (names::DUE_AT, self.due_at_ms.to_be_bytes().to_vec()),
-            (names::ORIGINAL_TOPIC, self.original_topic.as_bytes().to_vec()),
-            (names::ORIGINAL_PARTITION, self.original_partition.to_be_bytes().to_vec()),
-            (names::ORIGINAL_OFFSET, self.original_offset.to_be_bytes().to_vec()),
-            (names::ORIGINAL_TIMESTAMP, self.original_timestamp_ms.unwrap_or(-1).to_be_bytes().to_vec()),
-            (names::FIRST_FAILURE_AT, self.first_failure_ms.to_be_bytes().to_vec()),
-            (names::GROUP, self.group.as_bytes().to_vec()),
-            (names::ERROR_KIND, self.error_kind.as_str().as_bytes().to_vec()),
-            (names::ERROR, truncate_utf8(&self.error, MAX_ERROR_BYTES).as_bytes().to_vec()),
-        ];
+        self.fold_encoded(Vec::with_capacity(13), |mut headers, name, value| {
+            headers.push((name, value.to_vec()));
+            headers
+        })
+    }
+
+    /// Folds the encoded header set, in table order, into `init` without allocating a
+    /// value (as the producer copies each one anyway).
+    pub fn fold_encoded<T>(&self, init: T, mut f: impl FnMut(T, &'static str, &[u8]) -> T) -> T {
+        let mut acc = f(init, names::VERSION, &[FORMAT_VERSION]);
+        acc = f(acc, names::ATTEMPT, &self.attempt.to_be_bytes());
+        acc = f(acc, names::DUE_AT, &self.due_at_ms.to_be_bytes());
+        acc = f(acc, names::ORIGINAL_TOPIC, self.original_topic.as_bytes());
+        acc = f(acc, names::ORIGINAL_PARTITION, &self.original_partition.to_be_bytes());
+        acc = f(acc, names::ORIGINAL_OFFSET, &self.original_offset.to_be_bytes());
+        acc = f(acc, names::ORIGINAL_TIMESTAMP, &self.original_timestamp_ms.unwrap_or(-1).to_be_bytes());
+        acc = f(acc, names::FIRST_FAILURE_AT, &self.first_failure_ms.to_be_bytes());
+        acc = f(acc, names::GROUP, self.group.as_bytes());
+        acc = f(acc, names::ERROR_KIND, self.error_kind.as_str().as_bytes());
+        acc = f(acc, names::ERROR, truncate_utf8(&self.error, MAX_ERROR_BYTES).as_bytes());
         if let Some(hop) = &self.hop {
             let keep = hop.path.len().saturating_sub(crate::ladder::MAX_PATH);
-            headers.push((names::HOP_DUE, hop.leave_at_ms.to_be_bytes().to_vec()));
-            headers.push((names::HOP_PATH, hop.path[keep..].to_vec()));
+            acc = f(acc, names::HOP_DUE, &hop.leave_at_ms.to_be_bytes());
+            acc = f(acc, names::HOP_PATH, &hop.path[keep..]);
         }
-        headers
+        acc
     }
 
     /// Decodes the framework headers among `headers` (name, value; the last of a repeated

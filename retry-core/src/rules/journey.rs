@@ -205,6 +205,31 @@ pub fn give_up(policy: &RetryPolicy, source: &SourceTopics, failed: &FailedAttem
     }
 }
 
+/// A republish that can never succeed (the retry topic or ladder tier refuses the record
+/// for good): the record is given up for [`FailureKind::PublishFailed`], exactly as
+/// [`give_up`] would have at the failure, from the headers it was being republished with
+/// (they carry its origin, first failure and error). `failed_attempt`: the attempt that
+/// failed (for a ladder hop, the attempt the record is due for). Decided only when the
+/// refusal comes, so a republish carries no second plan while in flight.
+pub fn publish_refused(policy: &RetryPolicy, source: &SourceTopics, retry: &RetryHeaders, failed_attempt: u32, now_ms: i64) -> Plan {
+    let failed = FailedAttempt {
+        origin: Origin {
+            topic: &retry.original_topic,
+            partition: retry.original_partition,
+            offset: retry.original_offset,
+            timestamp_ms: retry.original_timestamp_ms,
+        },
+        previous: Some(retry),
+        attempt: failed_attempt,
+        kind: FailureKind::PublishFailed,
+        error: &retry.error,
+        group: &retry.group,
+        now_ms,
+        requested_delay: None,
+    };
+    give_up(policy, source, &failed, FailureKind::PublishFailed)
+}
+
 /// What to do when publishing to the DLT failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadLetterFailure {
@@ -403,6 +428,21 @@ mod tests {
 
         let (policy, t) = setup(2, DltStrategy::NoDlt);
         assert_eq!(after_failure(&policy, &t.sources()[0], &last, 0.5), Plan::Drop { kind: FailureKind::Exhausted });
+    }
+
+    #[test]
+    fn a_refused_republish_is_given_up_as_at_the_failure() {
+        let (policy, t) = setup(3, DltStrategy::FailOnError);
+        let prev = headers(2, NOW - 1);
+        for (topic, previous, attempt) in [("orders", None, 1), ("orders-retries-g", Some(&prev), 2)] {
+            let failed = failed(topic, previous, attempt, FailureKind::Retryable);
+            let Plan::Republish { headers, .. } = after_failure(&policy, &t.sources()[0], &failed, 0.5) else { panic!() };
+            let refused = publish_refused(&policy, &t.sources()[0], &headers, attempt, NOW);
+            assert_eq!(refused, give_up(&policy, &t.sources()[0], &failed, FailureKind::PublishFailed), "attempt {attempt}");
+        }
+        let (policy, t) = setup(3, DltStrategy::NoDlt);
+        let refused = publish_refused(&policy, &t.sources()[0], &headers(2, NOW), 1, NOW);
+        assert_eq!(refused, Plan::Drop { kind: FailureKind::PublishFailed });
     }
 
     #[test]

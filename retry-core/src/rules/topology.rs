@@ -34,6 +34,15 @@ pub enum Role<'a> {
     Retry(&'a SourceTopics, usize),
 }
 
+impl<'a> Role<'a> {
+    /// The source topic's family the topic belongs to.
+    pub fn source(self) -> &'a SourceTopics {
+        match self {
+            Role::Source(s) | Role::Retry(s, _) => s,
+        }
+    }
+}
+
 /// Every topic of a listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
