@@ -6,6 +6,9 @@
 //! partition may be committed up to.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -30,7 +33,22 @@ pub(crate) struct Window<O> {
     entries: VecDeque<Entry<O>>,
     /// Sequence number of `entries[0]`.
     front: u64,
-    publishes: FuturesUnordered<BoxFuture<'static, (u64, O)>>,
+    publishes: FuturesUnordered<Tagged<O>>,
+}
+
+/// A publish with its place in the window (one allocation per publish: its box).
+struct Tagged<O> {
+    seq: u64,
+    publish: BoxFuture<'static, O>,
+}
+
+impl<O> Future for Tagged<O> {
+    type Output = (u64, O);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(u64, O)> {
+        let this = self.get_mut();
+        this.publish.poll_unpin(cx).map(|o| (this.seq, o))
+    }
 }
 
 impl<O: Copy + Send + 'static> Window<O> {
@@ -60,7 +78,7 @@ impl<O: Copy + Send + 'static> Window<O> {
     pub(crate) fn publishing(&mut self, offset: i64, bytes: usize, publish: BoxFuture<'static, O>) {
         let seq = self.front + self.entries.len() as u64;
         self.entries.push_back(Entry { offset, bytes, outcome: None });
-        self.publishes.push(publish.map(move |o| (seq, o)).boxed());
+        self.publishes.push(Tagged { seq, publish });
     }
 
     fn settle(&mut self, seq: u64, outcome: O) {
