@@ -204,6 +204,29 @@ async fn produce(broker: &Broker, topic: &str, n: u64, size: usize, headers: Opt
     started.elapsed().as_secs_f64()
 }
 
+/// Stops the bench with the reason when the embedded broker dropped the oldest records of
+/// `topic`: the MockCluster keeps at most about 5 MB or 100,000 records per partition, and
+/// a row waiting for records that are gone would wait forever.
+fn assert_all_kept(broker: &Broker, topic: &str) {
+    if broker.embedded.is_none() {
+        return;
+    }
+    let mut c = broker.config();
+    for (k, v) in broker.consumer_settings() {
+        c.set(k, v);
+    }
+    let consumer: rdkafka::consumer::BaseConsumer = c.create().unwrap();
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+        assert!(
+            low == 0,
+            "the embedded broker dropped the oldest {low} of {high} records of {topic} partition {p}: it keeps about \
+             5 MB or 100,000 records per partition; ask for fewer records (RT_BENCH_RECORDS, RT_BENCH_OUTAGE, \
+             RT_BENCH_BREAKER_RECORDS)"
+        );
+    }
+}
+
 /// Seconds a bare rdkafka consumer (offset stored per record, auto commit) takes to read
 /// `n` records, from the first.
 async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64) -> f64 {
@@ -319,6 +342,7 @@ async fn run_listener(
         .unwrap();
     broker.prepare(&listener).await;
     produce(broker, topic, produce_first.0, produce_first.1, None).await;
+    assert_all_kept(broker, topic);
     let mut b = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
     for (k, v) in broker.consumer_settings() {
         b = b.consumer_set(k, v);
@@ -499,6 +523,7 @@ async fn main() {
         let bare_topic = broker.topic("bare");
         broker.create(&bare_topic, PARTITIONS).await;
         produce(&broker, &bare_topic, n, 100, None).await;
+        assert_all_kept(&broker, &bare_topic);
         let quick = || policy(Duration::from_millis(10));
         run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
         let (mut bare, mut happy, mut tenth) = (Vec::new(), Vec::new(), Vec::new());
@@ -547,6 +572,7 @@ async fn main() {
             broker.create(&topic, PARTITIONS).await;
             broker.create(&second, PARTITIONS).await;
             produce(&broker, &topic, n, 100, None).await;
+            assert_all_kept(&broker, &topic);
             let work = n as f64 / bare_retry_work_secs(&broker, &topic, &second, n).await;
             row(&b, "  bare clients doing the same work (no backoff), records/s", format!("{work:.0}"), "(context)", None);
             row(&b, "  bare clients doing it / bare consumer", format!("{:.2}", work / bare), "(context)", None);
