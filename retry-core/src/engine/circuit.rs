@@ -25,6 +25,10 @@ pub(crate) struct Gate {
 pub(crate) struct Circuit {
     listener: String,
     breaker: Option<Mutex<Breaker>>,
+    /// The breaker's phase is closed, as last published: admitting a record then takes
+    /// neither the lock nor the clock. (A record admitted just as the breaker opens counts
+    /// as admitted a moment earlier; its outcome finds the breaker open.)
+    closed: AtomicBool,
     manual: AtomicBool,
     gate: watch::Sender<Gate>,
     metrics: Arc<Metrics>,
@@ -73,6 +77,7 @@ impl Circuit {
         Circuit {
             listener: listener.to_owned(),
             breaker: settings.map(|s| Mutex::new(Breaker::new(s))),
+            closed: AtomicBool::new(true),
             manual: AtomicBool::new(false),
             gate: watch::Sender::new(Gate::default()),
             metrics,
@@ -91,7 +96,10 @@ impl Circuit {
     /// Tells the owners where things stand now.
     fn publish(&self) {
         let manual = self.manual.load(Ordering::Acquire);
-        let phase = self.lock().map_or(Phase::Closed, |b| b.phase());
+        // Under the lock, so that two publishes racing cannot leave an older phase last.
+        let breaker = self.lock();
+        let phase = breaker.as_ref().map_or(Phase::Closed, |b| b.phase());
+        self.closed.store(phase == Phase::Closed, Ordering::Release);
         let gate = match phase {
             _ if manual => Gate { held: true, probe_at_ms: None },
             Phase::Closed => Gate { held: false, probe_at_ms: None },
@@ -100,12 +108,16 @@ impl Circuit {
         };
         self.metrics.set_breaker_open(gate.held);
         self.gate.send_replace(gate);
+        drop(breaker);
     }
 
     /// Asks to handle a record now.
     pub(crate) fn admit(&self) -> Pass<'_> {
         if self.manual.load(Ordering::Acquire) {
             return Pass::Wait(None);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Pass::Go;
         }
         let Some(mut b) = self.lock() else { return Pass::Go };
         match b.admit(now_ms()) {
