@@ -97,6 +97,19 @@ impl Broker {
         c
     }
 
+    /// A bare consumer's settings (the same as the runtime's side gets); in `group`, from
+    /// the earliest offset, storing offsets by hand.
+    fn consumer_config(&self, group: Option<&str>) -> ClientConfig {
+        let mut c = self.config();
+        if let Some(group) = group {
+            c.set("group.id", group).set("auto.offset.reset", "earliest").set("enable.auto.offset.store", "false");
+        }
+        for (k, v) in self.consumer_settings() {
+            c.set(k, v);
+        }
+        c
+    }
+
     fn consumer_settings(&self) -> Vec<(&'static str, &'static str)> {
         let mut s = vec![("fetch.queue.backoff.ms", "10")];
         // Experiments: RT_BENCH_SET="key=value,key=value" applies to both sides.
@@ -216,11 +229,7 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
     if broker.embedded.is_none() {
         return;
     }
-    let mut c = broker.config();
-    for (k, v) in broker.consumer_settings() {
-        c.set(k, v);
-    }
-    let consumer: rdkafka::consumer::BaseConsumer = c.create().unwrap();
+    let consumer: rdkafka::consumer::BaseConsumer = broker.consumer_config(None).create().unwrap();
     for p in 0..PARTITIONS {
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
         assert!(
@@ -235,12 +244,7 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
 /// Seconds a bare rdkafka consumer (offset stored per record, auto commit) takes to read
 /// `n` records, from the first.
 async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64) -> f64 {
-    let mut c = broker.config();
-    c.set("group.id", format!("{topic}-{group}")).set("auto.offset.reset", "earliest").set("enable.auto.offset.store", "false");
-    for (k, v) in broker.consumer_settings() {
-        c.set(k, v);
-    }
-    let consumer: StreamConsumer = c.create().unwrap();
+    let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-{group}"))).create().unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut stream = consumer.stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -259,12 +263,7 @@ async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64) -
 /// stored per record); each record whose key ends in 7 (a tenth) is produced to `second`,
 /// pipelined, and read back from it. From the first record until all `n + n / 10` are read.
 async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64) -> f64 {
-    let mut c = broker.config();
-    c.set("group.id", format!("{topic}-bare-work")).set("auto.offset.reset", "earliest").set("enable.auto.offset.store", "false");
-    for (k, v) in broker.consumer_settings() {
-        c.set(k, v);
-    }
-    let consumer: StreamConsumer = c.create().unwrap();
+    let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-bare-work"))).create().unwrap();
     consumer.subscribe(&[topic, second]).unwrap();
     let producer = broker.producer();
     let mut stream = consumer.stream();
