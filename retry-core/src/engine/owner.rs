@@ -470,7 +470,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                self.carry_out(record, bytes, plan, 0).await;
+                self.carry_out(record, bytes, plan).await;
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -549,7 +549,7 @@ impl Owner {
                             ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
                         };
                         let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
-                        self.carry_out(record, bytes, plan, attempt).await;
+                        self.carry_out(record, bytes, plan).await;
                     }
                 }
             }
@@ -610,9 +610,8 @@ impl Owner {
     }
 
     /// Carries a plan out: a publish goes into the window; a drop finishes at once.
-    /// `bytes`: what the record was counted for in the budget when it was queued;
-    /// `failed_attempt`: the attempt that failed (see [`journey::publish_refused`]).
-    async fn carry_out(&mut self, record: Record, bytes: usize, plan: Plan, failed_attempt: u32) {
+    /// `bytes`: what the record was counted for in the budget when it was queued.
+    async fn carry_out(&mut self, record: Record, bytes: usize, plan: Plan) {
         let offset = record.offset();
         match plan {
             Plan::Drop { kind } => {
@@ -620,7 +619,7 @@ impl Owner {
                 tracing::warn!(offset, reason = %kind, key = ?record.key_str(), "record dropped (no DLT)");
                 self.finish(offset, bytes);
             }
-            Plan::Republish { topic, headers } => {
+            Plan::Republish { topic, headers, failed_attempt } => {
                 tracing::info!(offset, to = %topic, attempt = headers.attempt, due_at = %format_ms(headers.due_at_ms), error = %headers.error, "retrying");
                 self.publish_retry(record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt }).await;
             }

@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::headers::RetryHeaders;
+use crate::headers::{self, RetryHeaders};
 use crate::record::Record;
 
 /// Publishes records with fresh framework headers.
@@ -69,7 +69,7 @@ impl Publisher {
     /// returned future resolves when the broker acknowledged (or refused) it. A full local
     /// queue is waited out here; an immediate refusal (e.g. too large) is returned at once.
     pub(crate) async fn enqueue(&self, topic: &str, record: &Record, retry: &RetryHeaders) -> Result<DeliveryFuture, PublishError> {
-        let mut out = OwnedHeaders::new_with_capacity(record.headers().count() + 13);
+        let mut out = OwnedHeaders::new_with_capacity(record.headers().count() + headers::MAX_FRAMEWORK_HEADERS);
         for (key, value) in record.user_headers() {
             out = out.insert(Header { key, value });
         }

@@ -26,6 +26,9 @@ pub const PREFIX: &str = "rt-";
 pub const FORMAT_VERSION: u8 = 1;
 /// Upper bound of the `rt-error` header in bytes.
 pub const MAX_ERROR_BYTES: usize = 512;
+/// The most framework headers one record carries: the eleven of every retry, and the two
+/// of a ladder tier.
+pub const MAX_FRAMEWORK_HEADERS: usize = 13;
 
 /// Header names.
 pub mod names {
@@ -207,7 +210,7 @@ where
 impl RetryHeaders {
     /// Encodes the fixed header set, in table order.
     pub fn encode(&self) -> Vec<(&'static str, Vec<u8>)> {
-        self.fold_encoded(Vec::with_capacity(13), |mut headers, name, value| {
+        self.fold_encoded(Vec::with_capacity(MAX_FRAMEWORK_HEADERS), |mut headers, name, value| {
             headers.push((name, value.to_vec()));
             headers
         })
@@ -431,6 +434,7 @@ mod tests {
         let mut h = sample();
         h.hop = Some(Hop { leave_at_ms: 1, path: vec![6] });
         let first = size(&replace([], &h));
+        assert_eq!(h.encode().len(), MAX_FRAMEWORK_HEADERS);
         for i in 0..100 {
             let path = crate::ladder::extend_path(&h.hop.as_ref().unwrap().path, i % 7);
             h.hop = Some(Hop { leave_at_ms: i as i64, path });

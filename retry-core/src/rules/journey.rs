@@ -152,6 +152,9 @@ pub enum Plan {
         topic: String,
         /// The fresh framework headers.
         headers: RetryHeaders,
+        /// The attempt that failed (what [`publish_refused`] gives the record up as, should
+        /// the retry topic refuse it).
+        failed_attempt: u32,
     },
     /// Publish to the DLT `topic` with these headers.
     DeadLetter {
@@ -182,12 +185,17 @@ pub fn after_failure(policy: &RetryPolicy, source: &SourceTopics, failed: &Faile
                 Some((topic, hop)) => Plan::Republish {
                     topic,
                     headers: RetryHeaders { hop: Some(hop), ..fresh_headers(failed, attempt, due_at_ms, failed.kind) },
+                    failed_attempt: failed.attempt,
                 },
                 None => give_up(policy, source, failed, FailureKind::Exhausted),
             }
         }
         Next::Retry { attempt, due_at_ms, level } => match source.retry.get(level) {
-            Some(topic) => Plan::Republish { topic: topic.clone(), headers: fresh_headers(failed, attempt, due_at_ms, failed.kind) },
+            Some(topic) => Plan::Republish {
+                topic: topic.clone(),
+                headers: fresh_headers(failed, attempt, due_at_ms, failed.kind),
+                failed_attempt: failed.attempt,
+            },
             // A policy and topology built together always agree; never lose the record if not.
             None => give_up(policy, source, failed, FailureKind::Exhausted),
         },
@@ -365,7 +373,7 @@ mod tests {
             ]
         );
         let plan = after_failure(&policy, &t.sources()[0], &failed("orders", None, 1, FailureKind::Retryable), 0.5);
-        let Plan::Republish { mut topic, mut headers } = plan else { panic!("{plan:?}") };
+        let Plan::Republish { mut topic, mut headers, .. } = plan else { panic!("{plan:?}") };
         assert_eq!((topic.as_str(), headers.due_at_ms), ("orders-retries-g-59s", NOW + 94_000));
         // Follow the record: arrivals at each moment it may be looked at.
         let mut now = NOW;
@@ -395,7 +403,7 @@ mod tests {
     fn a_first_failure_republishes_with_the_origin_recorded() {
         let (policy, t) = setup(3, DltStrategy::AlwaysRetryOnError);
         let plan = after_failure(&policy, &t.sources()[0], &failed("orders", None, 1, FailureKind::Retryable), 0.5);
-        let Plan::Republish { topic, headers } = plan else { panic!("{plan:?}") };
+        let Plan::Republish { topic, headers, .. } = plan else { panic!("{plan:?}") };
         assert_eq!(topic, "orders-retries-g");
         assert_eq!((headers.attempt, headers.due_at_ms, headers.first_failure_ms), (2, NOW + 5_000, NOW));
         assert_eq!((headers.original_topic.as_str(), headers.original_partition, headers.original_offset), ("orders", 3, 42));
