@@ -54,13 +54,15 @@ struct Packed {
     headers: Vec<(Span, Option<Span>)>,
 }
 
-/// `headers` is called twice: to size the buffer, then to fill it.
-fn pack<'a, I>(key: Option<&[u8]>, payload: Option<&[u8]>, headers: impl Fn() -> I) -> Packed
-where
-    I: Iterator<Item = (&'a str, Option<&'a [u8]>)>,
-{
-    let size =
-        key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + headers().map(|(_, v)| v.map_or(0, <[u8]>::len)).sum::<usize>();
+/// Packs in one pass over `headers` (`count` of them).
+fn pack<'a>(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    count: usize,
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> Packed {
+    // Room for header values of a usual size; larger ones grow the buffer once or so.
+    let size = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + count * VALUE_BYTES_GUESS;
     let mut data = Vec::with_capacity(size);
     let mut push = |bytes: &[u8]| {
         let start = data.len();
@@ -69,15 +71,19 @@ where
     };
     let key = key.map(&mut push);
     let payload = payload.map(&mut push);
-    let mut names = String::new();
-    let mut spans = Vec::new();
-    for (name, value) in headers() {
+    let mut names = String::with_capacity(count * NAME_BYTES_GUESS);
+    let mut spans = Vec::with_capacity(count);
+    for (name, value) in headers {
         let start = names.len();
         names.push_str(name);
         spans.push((Span { start, end: names.len() }, value.map(&mut push)));
     }
     Packed { data: Bytes::from(data), names, key, payload, headers: spans }
 }
+
+/// Bytes reserved per header value and name before packing (the retry headers' average).
+const VALUE_BYTES_GUESS: usize = 24;
+const NAME_BYTES_GUESS: usize = 16;
 
 /// What a queued record is taken to cost besides its bytes (bookkeeping, allocations).
 const OVERHEAD_BYTES: usize = 160;
@@ -104,12 +110,12 @@ impl Record {
     /// A record for unit tests of handlers (attempt 1, no headers).
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
         let topic: String = topic.into();
-        Self::from_parts(topic.into(), partition, offset, None, pack(None, None, std::iter::empty))
+        Self::from_parts(topic.into(), partition, offset, None, pack(None, None, 0, std::iter::empty()))
     }
 
     /// Packs key, payload and headers again after one of them changed.
     fn repack(mut self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
-        let packed = pack(key, payload, || self.headers().chain(extra));
+        let packed = pack(key, payload, self.inner.headers.len() + 1, self.headers().chain(extra));
         let inner = Arc::make_mut(&mut self.inner);
         inner.data = packed.data;
         inner.names = packed.names;
@@ -166,8 +172,8 @@ impl Record {
     /// Attempt 1, headers not decoded yet.
     pub(crate) fn copy_of<M: Message>(m: &M, topic: Arc<str>) -> Self {
         let packed = match m.headers() {
-            Some(hs) => pack(m.key(), m.payload(), || hs.iter().map(|h| (h.key, h.value))),
-            None => pack(m.key(), m.payload(), std::iter::empty),
+            Some(hs) => pack(m.key(), m.payload(), hs.count(), hs.iter().map(|h| (h.key, h.value))),
+            None => pack(m.key(), m.payload(), 0, std::iter::empty()),
         };
         Self::from_parts(topic, m.partition(), m.offset(), m.timestamp().to_millis(), packed)
     }

@@ -645,33 +645,50 @@ struct RetryTarget {
     failed_attempt: u32,
 }
 
-/// Waits for a retry-topic publish; publishes again after transient errors (100 ms doubling
-/// to 5 s); after a permanent one, gives the record up ([`journey::publish_refused`]: the
-/// DLT with reason `publish-failed`, or a drop).
+/// Waits for a retry-topic publish. Should it fail, [`publish_failed`] takes over: the
+/// usual acknowledgement costs a small future, the rarer paths a second allocation.
 async fn republish(
     shared: Arc<Shared>,
     cancel: CancellationToken,
     record: Record,
     target: RetryTarget,
-    mut enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
+    enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
+) -> Outcome {
+    let result = match enqueued {
+        Ok(delivery) => acknowledged(delivery).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => republished(&shared, target.hop),
+        Err(e) => publish_failed(shared, cancel, record, target, e).boxed().await,
+    }
+}
+
+fn republished(shared: &Shared, hop: bool) -> Outcome {
+    match hop {
+        true => shared.metrics.inc_hops(),
+        false => shared.metrics.inc_retried(),
+    }
+    Outcome::Done
+}
+
+/// After a retry-topic publish failed with `error`: publishes again after transient errors
+/// (100 ms doubling to 5 s); after a permanent one, gives the record up
+/// ([`journey::publish_refused`]: the DLT with reason `publish-failed`, or a drop).
+async fn publish_failed(
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    record: Record,
+    target: RetryTarget,
+    error: PublishError,
 ) -> Outcome {
     let RetryTarget { topic, headers, hop, failed_attempt } = target;
     let mut pause = Duration::from_millis(100);
     let mut logged = false;
+    let mut result = Err(error);
     loop {
-        let result = match enqueued {
-            Ok(delivery) => acknowledged(delivery).await,
-            Err(e) => Err(e),
-        };
         match result {
-            Ok(()) if hop => {
-                shared.metrics.inc_hops();
-                return Outcome::Done;
-            }
-            Ok(()) => {
-                shared.metrics.inc_retried();
-                return Outcome::Done;
-            }
+            Ok(()) => return republished(&shared, hop),
             Err(e) if e.permanent => {
                 shared.metrics.inc_publish_failed();
                 tracing::error!(offset = record.offset(), to = %topic, error = %e, "the retry topic refuses this record and always will; giving it up");
@@ -700,7 +717,10 @@ async fn republish(
             () = cancel.cancelled() => return Outcome::Abandoned,
         }
         pause = (pause * 2).min(Duration::from_secs(5));
-        enqueued = shared.publisher.enqueue(&topic, &record, &headers).await;
+        result = match shared.publisher.enqueue(&topic, &record, &headers).await {
+            Ok(delivery) => acknowledged(delivery).await,
+            Err(e) => Err(e),
+        };
     }
 }
 

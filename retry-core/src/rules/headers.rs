@@ -178,6 +178,27 @@ pub fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// The retry set's header names, in table order (a name's index is its slot in decoding).
+const RETRY_SET: [&str; MAX_FRAMEWORK_HEADERS] = [
+    names::VERSION,
+    names::ATTEMPT,
+    names::DUE_AT,
+    names::ORIGINAL_TOPIC,
+    names::ORIGINAL_PARTITION,
+    names::ORIGINAL_OFFSET,
+    names::ORIGINAL_TIMESTAMP,
+    names::FIRST_FAILURE_AT,
+    names::GROUP,
+    names::ERROR_KIND,
+    names::ERROR,
+    names::HOP_DUE,
+    names::HOP_PATH,
+];
+
+fn slot_of(name: &str) -> Option<usize> {
+    RETRY_SET.iter().position(|n| *n == name)
+}
+
 /// Whether `name` is a framework header of the retry set (the replay marker is not).
 pub fn is_framework_header(name: &str) -> bool {
     name.starts_with(PREFIX) && name != names::REPLAYED
@@ -247,29 +268,36 @@ impl RetryHeaders {
     where
         I: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     {
-        let mut found: Vec<(&str, Option<&[u8]>)> = Vec::new();
+        // One slot per header of the set (the last of a repeated name wins): linear in the
+        // number of headers whatever their names, and no allocation.
+        let mut slots: [Option<Option<&[u8]>>; MAX_FRAMEWORK_HEADERS] = [None; MAX_FRAMEWORK_HEADERS];
+        let mut any = false;
         for (name, value) in headers {
             if is_framework_header(name) {
-                found.retain(|(n, _)| *n != name);
-                found.push((name, value));
+                any = true;
+                if let Some(i) = slot_of(name) {
+                    slots[i] = Some(value);
+                }
             }
         }
-        if found.is_empty() {
+        if !any {
             return Ok(None);
         }
+        let found = |header: &'static str| slot_of(header).and_then(|i| slots[i]);
         let get = |header: &'static str| -> Result<&[u8], HeaderError> {
-            match found.iter().find(|(n, _)| *n == header) {
-                Some((_, Some(v))) => Ok(v),
-                Some((_, None)) => Err(HeaderError { header, problem: "has no value".into() }),
+            match found(header) {
+                Some(Some(v)) => Ok(v),
+                Some(None) => Err(HeaderError { header, problem: "has no value".into() }),
                 None => Err(HeaderError { header, problem: "is missing".into() }),
             }
         };
         fn fixed<const N: usize>(header: &'static str, v: &[u8]) -> Result<[u8; N], HeaderError> {
             v.try_into().map_err(|_| HeaderError { header, problem: format!("must be {N} bytes (big-endian), got {}", v.len()) })
         }
-        let text = |header: &'static str| -> Result<String, HeaderError> {
-            String::from_utf8(get(header)?.to_vec()).map_err(|_| HeaderError { header, problem: "is not UTF-8".into() })
+        let str = |header: &'static str| -> Result<&str, HeaderError> {
+            std::str::from_utf8(get(header)?).map_err(|_| HeaderError { header, problem: "is not UTF-8".into() })
         };
+        let text = |header: &'static str| str(header).map(str::to_owned);
 
         let version = fixed::<1>(names::VERSION, get(names::VERSION)?)?[0];
         if version != FORMAT_VERSION {
@@ -279,11 +307,11 @@ impl RetryHeaders {
             });
         }
         let attempt = u32::from_be_bytes(fixed(names::ATTEMPT, get(names::ATTEMPT)?)?);
-        let kind_text = text(names::ERROR_KIND)?;
-        let error_kind = FailureKind::parse(&kind_text)
+        let kind_text = str(names::ERROR_KIND)?;
+        let error_kind = FailureKind::parse(kind_text)
             .ok_or_else(|| HeaderError { header: names::ERROR_KIND, problem: format!("has unknown value {kind_text:?}") })?;
         let timestamp = i64::from_be_bytes(fixed(names::ORIGINAL_TIMESTAMP, get(names::ORIGINAL_TIMESTAMP)?)?);
-        let hop = match found.iter().any(|(n, _)| *n == names::HOP_DUE) {
+        let hop = match found(names::HOP_DUE).is_some() {
             false => None,
             true => {
                 let path = get(names::HOP_PATH)?;
@@ -434,7 +462,7 @@ mod tests {
         let mut h = sample();
         h.hop = Some(Hop { leave_at_ms: 1, path: vec![6] });
         let first = size(&replace([], &h));
-        assert_eq!(h.encode().len(), MAX_FRAMEWORK_HEADERS);
+        assert_eq!(h.encode().iter().map(|(n, _)| *n).collect::<Vec<_>>(), RETRY_SET, "decoding's slots follow the encoding");
         for i in 0..100 {
             let path = crate::ladder::extend_path(&h.hop.as_ref().unwrap().path, i % 7);
             h.hop = Some(Hop { leave_at_ms: i as i64, path });
