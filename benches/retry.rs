@@ -33,7 +33,7 @@ use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 use retryable_topic::headers::{self, FailureKind, RetryHeaders};
@@ -242,8 +242,10 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
 }
 
 /// Seconds a bare rdkafka consumer (offset stored per record, auto commit) takes to read
-/// `n` records, from the first.
-async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64) -> f64 {
+/// `n` records, from the first. With `own`, it also does what any consumer that hands
+/// records on must: reads each record's headers (librdkafka parses them on request, and
+/// allocates even for a record with none) and copies key and payload out of the message.
+async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64, own: bool) -> f64 {
     let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-{group}"))).create().unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut stream = consumer.stream();
@@ -253,6 +255,13 @@ async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64) -
     let started = Instant::now();
     for _ in 1..n {
         let m = stream.next().await.unwrap().unwrap();
+        if own {
+            let headers = m.headers().map_or(0, |h| h.count());
+            let mut copy = Vec::with_capacity(m.key_len() + m.payload_len());
+            copy.extend_from_slice(m.key().unwrap_or_default());
+            copy.extend_from_slice(m.payload().unwrap_or_default());
+            std::hint::black_box((headers, copy));
+        }
         consumer.store_offset_from_message(&m).unwrap();
     }
     started.elapsed().as_secs_f64()
@@ -530,9 +539,10 @@ async fn main() {
         assert_all_kept(&broker, &bare_topic);
         let quick = || policy(Duration::from_millis(10));
         run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
-        let (mut bare, mut happy, mut tenth, mut work) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bare, mut owning, mut happy, mut tenth, mut work) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..3 {
-            bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("bare-{i}"), n).await);
+            bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("bare-{i}"), n, false).await);
+            owning.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("owning-{i}"), n, true).await);
             if wants("happy") {
                 let run =
                     run_listener(&broker, &broker.topic(&format!("happy-{i}")), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
@@ -554,8 +564,13 @@ async fn main() {
         let happy_spread = spread(&happy, &bare);
         let tenth_spread = spread(&tenth.iter().map(|t| t.0).collect::<Vec<_>>(), &bare);
         let work_spread = spread(&work, &bare);
+        let owning_spread = spread(&owning, &bare);
         let bare = median(bare);
         row(&b, &format!("bare rdkafka consumer, {n} x 100 B, records/s (median of 3)"), format!("{bare:.0}"), "baseline", None);
+        // What handing records on costs at least, whoever does it.
+        let owning = median(owning);
+        row(&b, "  bare consumer also reading headers, copying records out, rec/s", format!("{owning:.0}"), "(context)", None);
+        row(&b, "  that consumer / bare consumer", format!("{:.2} (rounds {owning_spread})", owning / bare), "(context)", None);
         if wants("happy") {
             let rate = median(happy);
             row(&b, "runtime, no-op handler, records/s (median of 3)", format!("{rate:.0}"), "", None);
