@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use rdkafka::message::{Headers, Message};
 
 use crate::failure::HandlerError;
@@ -10,8 +10,10 @@ use crate::headers::{self, RetryHeaders};
 
 /// One record with its coordinates, key, payload and headers.
 ///
-/// Built once per consumed message (key, payload and header values share one buffer) and
-/// cheap to clone: clones share it.
+/// Built once per consumed message and cheap to clone: clones share it. Key, payload and
+/// header values sit in one buffer, which the records read together from a partition share
+/// (one allocation per read, not per record): keeping a record keeps that buffer, so a
+/// record kept for long should be copied out of.
 ///
 /// On a retry topic, [`attempt`](Record::attempt) says which attempt this is and
 /// [`original_topic`](Record::original_topic) & co. point at the record as first produced.
@@ -54,20 +56,21 @@ struct Packed {
     headers: Vec<(Span, Option<Span>)>,
 }
 
-/// Packs in one pass over `headers` (`count` of them).
+/// Packs in one pass over `headers` (`count` of them), at the end of `buf`, which is left
+/// empty with its spare room (for the next record of the same read).
 fn pack<'a>(
+    buf: &mut BytesMut,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     count: usize,
     headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
 ) -> Packed {
     // Room for header values of a usual size; larger ones grow the buffer once or so.
-    let size = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + count * VALUE_BYTES_GUESS;
-    let mut data = Vec::with_capacity(size);
+    buf.reserve(key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + count * VALUE_BYTES_GUESS);
     let mut push = |bytes: &[u8]| {
-        let start = data.len();
-        data.extend_from_slice(bytes);
-        Span { start, end: data.len() }
+        let start = buf.len();
+        buf.put_slice(bytes);
+        Span { start, end: buf.len() }
     };
     let key = key.map(&mut push);
     let payload = payload.map(&mut push);
@@ -78,7 +81,7 @@ fn pack<'a>(
         names.push_str(name);
         spans.push((Span { start, end: names.len() }, value.map(&mut push)));
     }
-    Packed { data: Bytes::from(data), names, key, payload, headers: spans }
+    Packed { data: buf.split().freeze(), names, key, payload, headers: spans }
 }
 
 /// Bytes reserved per header value and name before packing (the retry headers' average).
@@ -110,12 +113,12 @@ impl Record {
     /// A record for unit tests of handlers (attempt 1, no headers).
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
         let topic: String = topic.into();
-        Self::from_parts(topic.into(), partition, offset, None, pack(None, None, 0, std::iter::empty()))
+        Self::from_parts(topic.into(), partition, offset, None, pack(&mut BytesMut::new(), None, None, 0, std::iter::empty()))
     }
 
     /// Packs key, payload and headers again after one of them changed.
     fn repack(mut self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
-        let packed = pack(key, payload, self.inner.headers.len() + 1, self.headers().chain(extra));
+        let packed = pack(&mut BytesMut::new(), key, payload, self.inner.headers.len() + 1, self.headers().chain(extra));
         let inner = Arc::make_mut(&mut self.inner);
         inner.data = packed.data;
         inner.names = packed.names;
@@ -160,22 +163,31 @@ impl Record {
     /// Copies a client message (key, payload, headers, coordinates); readable retry
     /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
     pub fn from_message<M: Message>(m: &M) -> Self {
-        let mut record = Self::copy_of(m, Arc::from(m.topic()));
+        let mut record = Self::copy_of(m, Arc::from(m.topic()), &mut BytesMut::new());
         let decoded = record.decode_retry_headers();
         let retry = decoded.ok().flatten();
         record.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry);
         record
     }
 
-    /// The one copy of a client message: key, payload and header values in one buffer,
-    /// header names in another; `topic` is shared with the other records of the partition.
-    /// Attempt 1, headers not decoded yet.
-    pub(crate) fn copy_of<M: Message>(m: &M, topic: Arc<str>) -> Self {
+    /// The one copy of a client message: key, payload and header values at the end of
+    /// `buf` (shared with the other records of the read it was copied into), header names
+    /// apart; `topic` is shared with the other records of the partition. Attempt 1, headers
+    /// not decoded yet.
+    pub(crate) fn copy_of<M: Message>(m: &M, topic: Arc<str>, buf: &mut BytesMut) -> Self {
         let packed = match m.headers() {
-            Some(hs) => pack(m.key(), m.payload(), hs.count(), hs.iter().map(|h| (h.key, h.value))),
-            None => pack(m.key(), m.payload(), 0, std::iter::empty()),
+            Some(hs) => pack(buf, m.key(), m.payload(), hs.count(), hs.iter().map(|h| (h.key, h.value))),
+            None => pack(buf, m.key(), m.payload(), 0, std::iter::empty()),
         };
         Self::from_parts(topic, m.partition(), m.offset(), m.timestamp().to_millis(), packed)
+    }
+
+    /// The record with its bytes in a buffer of its own, so keeping it keeps no other
+    /// record's bytes (for a record held for long).
+    pub(crate) fn unshared(mut self) -> Self {
+        let inner = self.edit();
+        inner.data = Bytes::copy_from_slice(&inner.data);
+        self
     }
 
     /// Reads the framework headers (`Ok(None)`: there are none).
@@ -266,5 +278,33 @@ impl Record {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
         let payload = self.payload().ok_or_else(|| HandlerError::decode("record has no payload (tombstone)"))?;
         serde_json::from_slice(payload).map_err(|e| HandlerError::decode(format!("payload is not the expected JSON: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    use super::*;
+
+    fn message(offset: i64, key: &[u8], payload: &[u8], header: Option<(&str, &[u8])>) -> OwnedMessage {
+        let headers = header.map(|(key, value)| OwnedHeaders::new().insert(Header { key, value: Some(value) }));
+        OwnedMessage::new(Some(payload.to_vec()), Some(key.to_vec()), "t".into(), Timestamp::CreateTime(7), 3, offset, headers)
+    }
+
+    #[test]
+    fn records_copied_into_one_chunk_keep_their_own_bytes() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut chunk = BytesMut::with_capacity(64);
+        let a = Record::copy_of(&message(1, b"ka", b"pa", Some(("h", b"va"))), Arc::clone(&topic), &mut chunk);
+        let b = Record::copy_of(&message(2, b"kb", &[b'x'; 100], None), Arc::clone(&topic), &mut chunk);
+        assert!(chunk.is_empty(), "the chunk keeps only its spare room");
+        assert_eq!((a.offset(), a.key(), a.payload(), a.header("h")), (1, Some(&b"ka"[..]), Some(&b"pa"[..]), Some(&b"va"[..])));
+        assert_eq!((b.offset(), b.key(), b.payload().map(<[u8]>::len), b.headers().count()), (2, Some(&b"kb"[..]), Some(100), 0));
+        assert_eq!((a.partition(), a.timestamp_ms(), a.topic()), (3, Some(7), "t"));
+        let alone = a.clone().unshared();
+        assert_eq!(alone, a);
+        drop(b);
+        assert_eq!(alone.payload(), Some(&b"pa"[..]));
     }
 }

@@ -312,7 +312,8 @@ impl Owner {
     /// Keeps `record` at the head of the queue, unhandled and uncommitted, until the gate
     /// opens (or the probe at `until_ms` may go); the partition is paused meanwhile.
     fn hold_for_breaker(&mut self, record: Record, until_ms: Option<i64>) {
-        self.queue.push_front(record);
+        // Held for as long as the outage lasts: it keeps no other record's bytes alive.
+        self.queue.push_front(record.unshared());
         self.breaker_hold = true;
         if until_ms.is_some() {
             self.probe_at = until_ms;
@@ -482,6 +483,8 @@ impl Owner {
                 let wait = until_ms - now_ms();
                 if wait >= PAUSE_AFTER_MS && self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) && wait >= DROP_QUEUE_AFTER_MS {
                     self.drop_queue_behind(offset);
+                    // Held for long: it keeps no other record's bytes alive meanwhile.
+                    return self.queue.push_front(record.unshared());
                 }
                 self.queue.push_front(record);
             }
