@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use rdkafka::message::{Headers, Message};
 
 use crate::failure::HandlerError;
@@ -10,184 +9,224 @@ use crate::headers::{self, RetryHeaders};
 
 /// One record with its coordinates, key, payload and headers.
 ///
-/// Built once per consumed message and cheap to clone: clones share it. Key, payload and
-/// header values sit in one buffer, which the records read together from a partition share
-/// (one allocation per read, not per record): keeping a record keeps that buffer, so a
-/// record kept for long should be copied out of.
+/// Copied once from the consumed message and cheap to clone: clones share it. The records
+/// read together from a partition share one allocation for their bytes and one for their
+/// coordinates, so keeping a record keeps the others of its read: a record kept for long
+/// should be copied out of.
 ///
 /// On a retry topic, [`attempt`](Record::attempt) says which attempt this is and
 /// [`original_topic`](Record::original_topic) & co. point at the record as first produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Record {
-    inner: Arc<Inner>,
+    copies: Arc<Copies>,
+    /// Which of `copies.records` this is.
+    index: usize,
+    attempt: u32,
+    retry: Option<Arc<RetryHeaders>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct Inner {
+/// Records copied together: their keys, payloads and header values one after the other in
+/// `data`, their header names in `names`.
+#[derive(Debug, Clone)]
+struct Copies {
     topic: Arc<str>,
+    data: Vec<u8>,
+    names: String,
+    /// (name in `names`, value in `data`) of every record, record after record.
+    headers: Vec<(Span, Option<Span>)>,
+    records: Vec<Meta>,
+}
+
+/// One record's coordinates and where its parts are.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
     partition: i32,
     offset: i64,
     timestamp_ms: Option<i64>,
-    /// Key, payload and header values, one after the other: one allocation.
-    data: Bytes,
-    /// Header names, one after the other.
-    names: String,
     key: Option<Span>,
     payload: Option<Span>,
-    /// (name in `names`, value in `data`).
-    headers: Vec<(Span, Option<Span>)>,
-    attempt: u32,
-    retry: Option<RetryHeaders>,
+    /// Its range of `Copies::headers`.
+    headers: Span,
+    /// Its bytes in `data` and `names`.
+    bytes: usize,
 }
 
-/// A range of `data` or `names`.
+/// A range of `data`, `names` or `headers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     start: usize,
     end: usize,
 }
 
-/// Key, payload and headers packed into [`Inner`]'s buffers.
-struct Packed {
-    data: Bytes,
-    names: String,
-    key: Option<Span>,
-    payload: Option<Span>,
-    headers: Vec<(Span, Option<Span>)>,
+/// Bytes reserved per record before copying (grown as needed).
+const RECORD_BYTES_GUESS: usize = 128;
+/// Bytes reserved per record for its headers when sizing for known messages.
+const HEADER_BYTES_GUESS: usize = 32;
+
+/// Copies records into one shared allocation, then hands them out.
+#[derive(Debug)]
+pub(crate) struct Copier {
+    copies: Copies,
 }
 
-/// Packs in one pass over `headers` (`count` of them), at the end of `buf`, which is left
-/// empty with its spare room (for the next record of the same read).
-fn pack<'a>(
-    buf: &mut BytesMut,
-    key: Option<&[u8]>,
-    payload: Option<&[u8]>,
-    count: usize,
-    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
-) -> Packed {
-    // Room for header values of a usual size; larger ones grow the buffer once or so.
-    buf.reserve(key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + count * VALUE_BYTES_GUESS);
-    let mut push = |bytes: &[u8]| {
-        let start = buf.len();
-        buf.put_slice(bytes);
-        Span { start, end: buf.len() }
-    };
-    let key = key.map(&mut push);
-    let payload = payload.map(&mut push);
-    let mut names = String::with_capacity(count * NAME_BYTES_GUESS);
-    let mut spans = Vec::with_capacity(count);
-    for (name, value) in headers {
-        let start = names.len();
-        names.push_str(name);
-        spans.push((Span { start, end: names.len() }, value.map(&mut push)));
+impl Copier {
+    /// A copier for records of `topic`, sized for about `records` of them.
+    pub(crate) fn new(topic: Arc<str>, records: usize) -> Self {
+        Copier {
+            copies: Copies {
+                topic,
+                data: Vec::with_capacity(records * RECORD_BYTES_GUESS),
+                names: String::new(),
+                headers: Vec::new(),
+                records: Vec::with_capacity(records),
+            },
+        }
     }
-    Packed { data: buf.split().freeze(), names, key, payload, headers: spans }
-}
 
-/// Bytes reserved per header value and name before packing (the retry headers' average).
-const VALUE_BYTES_GUESS: usize = 24;
-const NAME_BYTES_GUESS: usize = 16;
+    /// A copier sized for `messages`: their keys and payloads, and some room for headers
+    /// (which librdkafka parses only when asked for).
+    pub(crate) fn for_messages<M: Message>(topic: Arc<str>, messages: &[M]) -> Self {
+        let bytes: usize =
+            messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + HEADER_BYTES_GUESS).sum();
+        Copier {
+            copies: Copies {
+                topic,
+                data: Vec::with_capacity(bytes),
+                names: String::new(),
+                headers: Vec::new(),
+                records: Vec::with_capacity(messages.len()),
+            },
+        }
+    }
+
+    /// Copies one client message (key, payload, headers, coordinates).
+    pub(crate) fn copy<M: Message>(&mut self, m: &M) {
+        let meta = match m.headers() {
+            Some(hs) => self.pack(m.key(), m.payload(), hs.iter().map(|h| (h.key, h.value))),
+            None => self.pack(m.key(), m.payload(), std::iter::empty()),
+        };
+        self.copies.records.push(Meta { partition: m.partition(), offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), ..meta });
+    }
+
+    /// Packs in one pass over `headers`; the coordinates are left for the caller to set.
+    fn pack<'a>(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>) -> Meta {
+        let c = &mut self.copies;
+        let (data_before, names_before, first_header) = (c.data.len(), c.names.len(), c.headers.len());
+        let data = &mut c.data;
+        let mut push = |bytes: &[u8]| {
+            let start = data.len();
+            data.extend_from_slice(bytes);
+            Span { start, end: data.len() }
+        };
+        let key = key.map(&mut push);
+        let payload = payload.map(&mut push);
+        for (name, value) in headers {
+            let start = c.names.len();
+            c.names.push_str(name);
+            c.headers.push((Span { start, end: c.names.len() }, value.map(&mut push)));
+        }
+        Meta {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key,
+            payload,
+            headers: Span { start: first_header, end: c.headers.len() },
+            bytes: c.data.len() - data_before + c.names.len() - names_before,
+        }
+    }
+
+    /// The records copied, in order (attempt 1, headers not decoded yet).
+    pub(crate) fn finish(self) -> Vec<Record> {
+        let copies = Arc::new(self.copies);
+        (0..copies.records.len()).map(|index| Record { copies: Arc::clone(&copies), index, attempt: 1, retry: None }).collect()
+    }
+
+    /// The one record copied.
+    fn only(self) -> Record {
+        debug_assert_eq!(self.copies.records.len(), 1);
+        Record { copies: Arc::new(self.copies), index: 0, attempt: 1, retry: None }
+    }
+}
 
 /// What a queued record is taken to cost besides its bytes (bookkeeping, allocations).
 const OVERHEAD_BYTES: usize = 160;
 
 impl Record {
-    fn from_parts(topic: Arc<str>, partition: i32, offset: i64, timestamp_ms: Option<i64>, packed: Packed) -> Self {
-        Record {
-            inner: Arc::new(Inner {
-                topic,
-                partition,
-                offset,
-                timestamp_ms,
-                data: packed.data,
-                names: packed.names,
-                key: packed.key,
-                payload: packed.payload,
-                headers: packed.headers,
-                attempt: 1,
-                retry: None,
-            }),
-        }
+    fn meta(&self) -> &Meta {
+        &self.copies.records[self.index]
     }
 
     /// A record for unit tests of handlers (attempt 1, no headers).
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
         let topic: String = topic.into();
-        Self::from_parts(topic.into(), partition, offset, None, pack(&mut BytesMut::new(), None, None, 0, std::iter::empty()))
+        let mut copier = Copier::new(topic.into(), 1);
+        let meta = copier.pack(None, None, std::iter::empty());
+        copier.copies.records.push(Meta { partition, offset, ..meta });
+        copier.only()
     }
 
-    /// Packs key, payload and headers again after one of them changed.
-    fn repack(mut self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
-        let packed = pack(&mut BytesMut::new(), key, payload, self.inner.headers.len() + 1, self.headers().chain(extra));
-        let inner = Arc::make_mut(&mut self.inner);
-        inner.data = packed.data;
-        inner.names = packed.names;
-        inner.key = packed.key;
-        inner.payload = packed.payload;
-        inner.headers = packed.headers;
-        self
-    }
-
-    fn edit(&mut self) -> &mut Inner {
-        Arc::make_mut(&mut self.inner)
+    /// This record alone, packed again with the key, payload and headers given
+    /// (coordinates, attempt and retry headers kept).
+    fn repack(&self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
+        let old = *self.meta();
+        let mut copier = Copier::new(Arc::clone(&self.copies.topic), 1);
+        let meta = copier.pack(key, payload, self.headers().chain(extra));
+        copier.copies.records.push(Meta { partition: old.partition, offset: old.offset, timestamp_ms: old.timestamp_ms, ..meta });
+        Record { attempt: self.attempt, retry: self.retry.clone(), ..copier.only() }
     }
 
     /// Sets the payload.
     #[must_use]
     pub fn with_payload(self, payload: impl Into<Vec<u8>>) -> Self {
-        let (payload, key) = (payload.into(), self.key().map(<[u8]>::to_vec));
-        self.repack(key.as_deref(), Some(&payload), None)
+        self.repack(self.key(), Some(&payload.into()), None)
     }
 
     /// Sets the key.
     #[must_use]
     pub fn with_key(self, key: impl Into<Vec<u8>>) -> Self {
-        let (key, payload) = (key.into(), self.payload().map(<[u8]>::to_vec));
-        self.repack(Some(&key), payload.as_deref(), None)
+        self.repack(Some(&key.into()), self.payload(), None)
     }
 
     /// Adds a header.
     #[must_use]
     pub fn with_header(self, name: impl Into<String>, value: Option<Vec<u8>>) -> Self {
-        let (name, key, payload) = (name.into(), self.key().map(<[u8]>::to_vec), self.payload().map(<[u8]>::to_vec));
-        self.repack(key.as_deref(), payload.as_deref(), Some((&name, value.as_deref())))
+        self.repack(self.key(), self.payload(), Some((&name.into(), value.as_deref())))
     }
 
     /// Sets the timestamp.
     #[must_use]
-    pub fn with_timestamp_ms(mut self, ts: i64) -> Self {
-        self.edit().timestamp_ms = Some(ts);
-        self
+    pub fn with_timestamp_ms(self, ts: i64) -> Self {
+        let mut record = self.unshared();
+        Arc::make_mut(&mut record.copies).records[0].timestamp_ms = Some(ts);
+        record
     }
 
     /// Copies a client message (key, payload, headers, coordinates); readable retry
     /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
     pub fn from_message<M: Message>(m: &M) -> Self {
-        let mut record = Self::copy_of(m, Arc::from(m.topic()), &mut BytesMut::new());
+        let mut record = Self::copy_alone(m, Arc::from(m.topic()));
         let decoded = record.decode_retry_headers();
         let retry = decoded.ok().flatten();
         record.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry);
         record
     }
 
-    /// The one copy of a client message: key, payload and header values at the end of
-    /// `buf` (shared with the other records of the read it was copied into), header names
-    /// apart; `topic` is shared with the other records of the partition. Attempt 1, headers
-    /// not decoded yet.
-    pub(crate) fn copy_of<M: Message>(m: &M, topic: Arc<str>, buf: &mut BytesMut) -> Self {
-        let packed = match m.headers() {
-            Some(hs) => pack(buf, m.key(), m.payload(), hs.count(), hs.iter().map(|h| (h.key, h.value))),
-            None => pack(buf, m.key(), m.payload(), 0, std::iter::empty()),
-        };
-        Self::from_parts(topic, m.partition(), m.offset(), m.timestamp().to_millis(), packed)
+    /// Copies a client message alone (attempt 1, headers not decoded yet); `topic` is shared
+    /// with the other records of the partition.
+    pub(crate) fn copy_alone<M: Message>(m: &M, topic: Arc<str>) -> Self {
+        let mut copier = Copier::new(topic, 1);
+        copier.copy(m);
+        copier.only()
     }
 
-    /// The record with its bytes in a buffer of its own, so keeping it keeps no other
-    /// record's bytes (for a record held for long).
-    pub(crate) fn unshared(mut self) -> Self {
-        let inner = self.edit();
-        inner.data = Bytes::copy_from_slice(&inner.data);
-        self
+    /// The record copied alone, so keeping it keeps no other record's bytes (for a record
+    /// held for long).
+    pub(crate) fn unshared(self) -> Self {
+        match self.copies.records.len() {
+            1 => self,
+            _ => self.repack(self.key(), self.payload(), None),
+        }
     }
 
     /// Reads the framework headers (`Ok(None)`: there are none).
@@ -200,36 +239,35 @@ impl Record {
 
     /// Sets which attempt this is and the retry headers the handler sees.
     pub(crate) fn set_attempt(&mut self, attempt: u32, retry: Option<RetryHeaders>) {
-        let inner = self.edit();
-        inner.attempt = attempt;
-        inner.retry = retry;
+        self.attempt = attempt;
+        self.retry = retry.map(Arc::new);
     }
 
     /// What the record costs while queued: its bytes plus bookkeeping.
     pub(crate) fn queued_bytes(&self) -> usize {
-        let i = &self.inner;
-        OVERHEAD_BYTES + i.data.len() + i.names.len() + i.headers.len() * std::mem::size_of::<(Span, Option<Span>)>()
+        let m = self.meta();
+        OVERHEAD_BYTES + m.bytes + (m.headers.end - m.headers.start) * std::mem::size_of::<(Span, Option<Span>)>()
     }
 
     /// The topic the record was read from (a retry topic for retries).
     pub fn topic(&self) -> &str {
-        &self.inner.topic
+        &self.copies.topic
     }
     /// Its partition.
     pub fn partition(&self) -> i32 {
-        self.inner.partition
+        self.meta().partition
     }
     /// Its offset.
     pub fn offset(&self) -> i64 {
-        self.inner.offset
+        self.meta().offset
     }
     /// Its timestamp, ms since the epoch.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        self.inner.timestamp_ms
+        self.meta().timestamp_ms
     }
     /// The key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.inner.key.map(|s| &self.inner.data[s.start..s.end])
+        self.meta().key.map(|s| &self.copies.data[s.start..s.end])
     }
     /// The key as UTF-8 text, if it is.
     pub fn key_str(&self) -> Option<&str> {
@@ -237,12 +275,12 @@ impl Record {
     }
     /// The payload (`None` for a tombstone).
     pub fn payload(&self) -> Option<&[u8]> {
-        self.inner.payload.map(|s| &self.inner.data[s.start..s.end])
+        self.meta().payload.map(|s| &self.copies.data[s.start..s.end])
     }
     /// All headers, framework headers included, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        let i = &*self.inner;
-        i.headers.iter().map(move |(n, v)| (&i.names[n.start..n.end], v.map(|v| &i.data[v.start..v.end])))
+        let (c, range) = (&*self.copies, self.meta().headers);
+        c.headers[range.start..range.end].iter().map(move |(n, v)| (&c.names[n.start..n.end], v.map(|v| &c.data[v.start..v.end])))
     }
     /// The headers the producer set (framework headers left out).
     pub fn user_headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
@@ -254,22 +292,22 @@ impl Record {
     }
     /// Which attempt this is: 1 on the source topic, 2 for the first retry, …
     pub fn attempt(&self) -> u32 {
-        self.inner.attempt
+        self.attempt
     }
     /// The decoded retry headers, on a retry or DLT record.
     pub fn retry_headers(&self) -> Option<&RetryHeaders> {
-        self.inner.retry.as_ref()
+        self.retry.as_deref()
     }
     /// The topic the record was first produced to.
     pub fn original_topic(&self) -> &str {
-        self.inner.retry.as_ref().map_or(&*self.inner.topic, |r| r.original_topic.as_str())
+        self.retry.as_deref().map_or(self.topic(), |r| r.original_topic.as_str())
     }
     /// The timestamp of the record as first produced: use it for latest-wins updates, as
     /// retries reorder records.
     pub fn original_timestamp_ms(&self) -> Option<i64> {
-        match &self.inner.retry {
+        match self.retry.as_deref() {
             Some(r) => r.original_timestamp_ms,
-            None => self.inner.timestamp_ms,
+            None => self.meta().timestamp_ms,
         }
     }
 
@@ -278,6 +316,33 @@ impl Record {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
         let payload = self.payload().ok_or_else(|| HandlerError::decode("record has no payload (tombstone)"))?;
         serde_json::from_slice(payload).map_err(|e| HandlerError::decode(format!("payload is not the expected JSON: {e}")))
+    }
+}
+
+impl PartialEq for Record {
+    /// Records are equal when everything a handler can see of them is.
+    fn eq(&self, other: &Self) -> bool {
+        self.topic() == other.topic()
+            && (self.partition(), self.offset(), self.timestamp_ms(), self.attempt)
+                == (other.partition(), other.offset(), other.timestamp_ms(), other.attempt)
+            && (self.key(), self.payload()) == (other.key(), other.payload())
+            && self.headers().eq(other.headers())
+            && self.retry == other.retry
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset())
+            .field("timestamp_ms", &self.timestamp_ms())
+            .field("key", &self.key().map(String::from_utf8_lossy))
+            .field("payload_bytes", &self.payload().map(<[u8]>::len))
+            .field("headers", &self.headers().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
     }
 }
 
@@ -292,19 +357,40 @@ mod tests {
         OwnedMessage::new(Some(payload.to_vec()), Some(key.to_vec()), "t".into(), Timestamp::CreateTime(7), 3, offset, headers)
     }
 
+    fn two(second_header: Option<(&str, &[u8])>, second_payload: &[u8]) -> (Record, Record) {
+        let mut copier = Copier::new(Arc::from("t"), 2);
+        copier.copy(&message(1, b"ka", b"pa", Some(("h", b"va"))));
+        copier.copy(&message(2, b"kb", second_payload, second_header));
+        let mut records = copier.finish().into_iter();
+        (records.next().unwrap(), records.next().unwrap())
+    }
+
     #[test]
-    fn records_copied_into_one_chunk_keep_their_own_bytes() {
-        let topic: Arc<str> = Arc::from("t");
-        let mut chunk = BytesMut::with_capacity(64);
-        let a = Record::copy_of(&message(1, b"ka", b"pa", Some(("h", b"va"))), Arc::clone(&topic), &mut chunk);
-        let b = Record::copy_of(&message(2, b"kb", &[b'x'; 100], None), Arc::clone(&topic), &mut chunk);
-        assert!(chunk.is_empty(), "the chunk keeps only its spare room");
+    fn records_copied_together_keep_their_own_parts() {
+        let (a, b) = two(None, &[b'x'; 100]);
         assert_eq!((a.offset(), a.key(), a.payload(), a.header("h")), (1, Some(&b"ka"[..]), Some(&b"pa"[..]), Some(&b"va"[..])));
         assert_eq!((b.offset(), b.key(), b.payload().map(<[u8]>::len), b.headers().count()), (2, Some(&b"kb"[..]), Some(100), 0));
         assert_eq!((a.partition(), a.timestamp_ms(), a.topic()), (3, Some(7), "t"));
+        let header_entry = std::mem::size_of::<(Span, Option<Span>)>();
+        assert_eq!((a.queued_bytes(), b.queued_bytes()), (OVERHEAD_BYTES + 2 + 2 + 1 + 2 + header_entry, OVERHEAD_BYTES + 2 + 100));
         let alone = a.clone().unshared();
         assert_eq!(alone, a);
-        drop(b);
+        assert_eq!(alone.copies.records.len(), 1, "copied out of the shared read");
+        drop((a, b));
         assert_eq!(alone.payload(), Some(&b"pa"[..]));
+    }
+
+    #[test]
+    fn builders_change_one_record_only() {
+        let (a, b) = two(Some(("h", b"vb")), b"pb");
+        let a2 = a.clone().with_payload("new").with_header("h2", None).with_timestamp_ms(9);
+        assert_eq!((a2.offset(), a2.key(), a2.payload(), a2.timestamp_ms()), (1, Some(&b"ka"[..]), Some(&b"new"[..]), Some(9)));
+        assert_eq!(a2.headers().map(|(n, _)| n).collect::<Vec<_>>(), ["h", "h2"]);
+        assert_eq!(
+            (a.payload(), a.timestamp_ms(), b.payload(), b.header("h")),
+            (Some(&b"pa"[..]), Some(7), Some(&b"pb"[..]), Some(&b"vb"[..]))
+        );
+        let r = Record::new("x", 4, 5).with_key("k");
+        assert_eq!((r.topic(), r.partition(), r.offset(), r.key(), r.payload()), ("x", 4, 5, Some(&b"k"[..]), None));
     }
 }

@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::owner::{self, Batch, OwnerHandle, Request};
 use super::partition::{PartitionSlot, PauseReason};
-use super::queue;
 use super::rebalance::{Assigned, Partitions};
 use super::{ListenerConsumer, Shared};
 use crate::record::Record;
@@ -161,7 +160,7 @@ impl Dispatcher {
             }
         }
         let p = self.pending.last_mut().expect("a batch for this partition");
-        let record = queue::record_of(&m, Arc::clone(p.route.slot.topic()));
+        let record = Record::copy_alone(&m, Arc::clone(p.route.slot.topic()));
         let bytes = record.queued_bytes();
         if !self.shared.budget.try_reserve(bytes) {
             let slot = Arc::clone(&p.route.slot);

@@ -9,22 +9,16 @@
 //! one is used. So the handle lives in an [`OwnQueue`] that revocation closes, and an owner
 //! holds a clone only while it waits for records (never while it handles one). Should a
 //! wake-up still be lost, the owner looks at its queue again after [`RECHECK`].
-//!
-//! Records are copied into chunks of [`CHUNK_BYTES`] (one per thread, see [`record_of`]):
-//! one allocation serves many records, and a chunk is freed when its records are.
 
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
 
 use super::ListenerContext;
-use crate::record::Record;
+use crate::record::{Copier, Record};
 
 /// The split-off queue of one partition.
 pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
@@ -33,22 +27,6 @@ pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
 const READ_AT_MOST: usize = 1_024;
 /// An owner waiting for records looks at its queue at least this often.
 const RECHECK: Duration = Duration::from_secs(1);
-/// Bytes of records allocated at once. A record larger than that gets a chunk of its own
-/// size or so.
-const CHUNK_BYTES: usize = 64 * 1024;
-
-thread_local! {
-    /// The chunk this thread copies records into: what is left of it after the records
-    /// already copied (which keep their part alive).
-    static CHUNK: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(CHUNK_BYTES));
-}
-
-/// Copies a message into a [`Record`] once, its bytes in this thread's current chunk (a new
-/// chunk is taken when it is full; the old one goes when its last record does).
-pub(crate) fn record_of(m: &BorrowedMessage<'_>, topic: Arc<str>) -> Record {
-    CHUNK.with_borrow_mut(|chunk| Record::copy_of(m, topic, chunk))
-}
-
 /// The handle on a partition's queue for one assignment.
 pub(crate) struct OwnQueue(Mutex<Option<Arc<PartitionQueue>>>);
 
@@ -82,8 +60,8 @@ pub(crate) struct Read {
 }
 
 /// Waits for the partition's next message (at most [`RECHECK`]), then takes what else is
-/// ready, up to [`READ_AT_MOST`]; each message is copied into a [`Record`] once
-/// ([`record_of`]).
+/// ready, up to [`READ_AT_MOST`]; each message is copied into a [`Record`] once, the
+/// records of one read into one shared allocation ([`Copier`]).
 /// Cancellation-safe: nothing is taken from the queue before the last `await`.
 pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>) -> Read {
     let mut read = Read::default();
@@ -91,15 +69,22 @@ pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>) -> Read {
     let Ok(Some(first)) = tokio::time::timeout(RECHECK, stream.next()).await else {
         return read;
     };
+    // The messages are held until all are taken, so the copies are sized once.
+    let mut messages = Vec::with_capacity(READ_AT_MOST);
     let mut next = Some(first);
     while let Some(message) = next.take() {
         match message {
-            Ok(m) => read.records.push(record_of(&m, Arc::clone(&topic))),
+            Ok(m) => messages.push(m),
             Err(e) => read.errors.push(e),
         }
-        if read.records.len() + read.errors.len() < READ_AT_MOST {
+        if messages.len() + read.errors.len() < READ_AT_MOST {
             next = stream.next().now_or_never().flatten();
         }
     }
+    let mut copier = Copier::for_messages(topic, &messages);
+    for m in &messages {
+        copier.copy(m);
+    }
+    read.records = copier.finish();
     read
 }
