@@ -58,9 +58,7 @@ struct Span {
     end: usize,
 }
 
-/// Bytes reserved per record before copying (grown as needed).
-const RECORD_BYTES_GUESS: usize = 128;
-/// Bytes reserved per record for its headers when sizing for known messages.
+/// Bytes reserved per record for its headers (grown as needed).
 const HEADER_BYTES_GUESS: usize = 32;
 
 /// Copies records into one shared allocation, then hands them out.
@@ -70,33 +68,23 @@ pub(crate) struct Copier {
 }
 
 impl Copier {
-    /// A copier for records of `topic`, sized for about `records` of them.
-    pub(crate) fn new(topic: Arc<str>, records: usize) -> Self {
-        Copier {
-            copies: Copies {
-                topic,
-                data: Vec::with_capacity(records * RECORD_BYTES_GUESS),
-                names: String::new(),
-                headers: Vec::new(),
-                records: Vec::with_capacity(records),
-            },
-        }
+    /// A copier for records of `topic`, with room for `bytes` of theirs and `records`.
+    fn with_capacity(topic: Arc<str>, bytes: usize, records: usize) -> Self {
+        let copies = Copies {
+            topic,
+            data: Vec::with_capacity(bytes),
+            names: String::new(),
+            headers: Vec::new(),
+            records: Vec::with_capacity(records),
+        };
+        Copier { copies }
     }
 
     /// A copier sized for `messages`: their keys and payloads, and some room for headers
     /// (which librdkafka parses only when asked for).
     pub(crate) fn for_messages<M: Message>(topic: Arc<str>, messages: &[M]) -> Self {
-        let bytes: usize =
-            messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + HEADER_BYTES_GUESS).sum();
-        Copier {
-            copies: Copies {
-                topic,
-                data: Vec::with_capacity(bytes),
-                names: String::new(),
-                headers: Vec::new(),
-                records: Vec::with_capacity(messages.len()),
-            },
-        }
+        let bytes = messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + HEADER_BYTES_GUESS).sum();
+        Self::with_capacity(topic, bytes, messages.len())
     }
 
     /// Copies one client message (key, payload, headers, coordinates).
@@ -160,7 +148,7 @@ impl Record {
     /// A record for unit tests of handlers (attempt 1, no headers).
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
         let topic: String = topic.into();
-        let mut copier = Copier::new(topic.into(), 1);
+        let mut copier = Copier::with_capacity(topic.into(), 0, 1);
         let meta = copier.pack(None, None, std::iter::empty());
         copier.copies.records.push(Meta { partition, offset, ..meta });
         copier.only()
@@ -170,7 +158,8 @@ impl Record {
     /// (coordinates, attempt and retry headers kept).
     fn repack(&self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
         let old = *self.meta();
-        let mut copier = Copier::new(Arc::clone(&self.copies.topic), 1);
+        let bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + self.meta().bytes + HEADER_BYTES_GUESS;
+        let mut copier = Copier::with_capacity(Arc::clone(&self.copies.topic), bytes, 1);
         let meta = copier.pack(key, payload, self.headers().chain(extra));
         copier.copies.records.push(Meta { partition: old.partition, offset: old.offset, timestamp_ms: old.timestamp_ms, ..meta });
         Record { attempt: self.attempt, retry: self.retry.clone(), ..copier.only() }
@@ -215,7 +204,7 @@ impl Record {
     /// Copies a client message alone (attempt 1, headers not decoded yet); `topic` is shared
     /// with the other records of the partition.
     pub(crate) fn copy_alone<M: Message>(m: &M, topic: Arc<str>) -> Self {
-        let mut copier = Copier::new(topic, 1);
+        let mut copier = Copier::for_messages(topic, std::slice::from_ref(m));
         copier.copy(m);
         copier.only()
     }
@@ -358,7 +347,7 @@ mod tests {
     }
 
     fn two(second_header: Option<(&str, &[u8])>, second_payload: &[u8]) -> (Record, Record) {
-        let mut copier = Copier::new(Arc::from("t"), 2);
+        let mut copier = Copier::with_capacity(Arc::from("t"), 0, 2);
         copier.copy(&message(1, b"ka", b"pa", Some(("h", b"va"))));
         copier.copy(&message(2, b"kb", second_payload, second_header));
         let mut records = copier.finish().into_iter();

@@ -9,6 +9,12 @@
 //! one is used. So the handle lives in an [`OwnQueue`] that revocation closes, and an owner
 //! holds a clone only while it waits for records (never while it handles one). Should a
 //! wake-up still be lost, the owner looks at its queue again after [`RECHECK`].
+//!
+//! The records of one read share one allocation ([`Copier`]), freed when the last of them
+//! goes. The listener's budget counts each record's own bytes, so the memory held can
+//! exceed it by at most the rest of one read per partition (records cut off at the
+//! budget's limit, or finished ahead of the others); a record held for long is copied out
+//! on its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +33,7 @@ pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
 const READ_AT_MOST: usize = 1_024;
 /// An owner waiting for records looks at its queue at least this often.
 const RECHECK: Duration = Duration::from_secs(1);
+
 /// The handle on a partition's queue for one assignment.
 pub(crate) struct OwnQueue(Mutex<Option<Arc<PartitionQueue>>>);
 
