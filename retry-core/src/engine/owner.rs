@@ -449,8 +449,16 @@ impl Owner {
         }
     }
 
-    fn push_publish(&mut self, offset: i64, bytes: usize, publish: futures::future::BoxFuture<'static, Outcome>) {
-        self.window.publishing(offset, bytes, publish);
+    /// Puts the publish `publish(record)` builds in the window. The record is copied out of
+    /// its read first: a publish may wait long (a broker down, a DLT retried on), and must
+    /// not keep the rest of its read alive meanwhile (with sparse failures, up to
+    /// `MAX_IN_FLIGHT` reads per partition).
+    fn push_publish<F>(&mut self, record: Record, bytes: usize, publish: impl FnOnce(Record) -> F)
+    where
+        F: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        let offset = record.offset();
+        self.window.publishing(offset, bytes, publish(record.unshared()).boxed());
     }
 
     async fn take(&mut self, mut record: Record) {
@@ -576,10 +584,9 @@ impl Owner {
 
     /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
     async fn publish_retry(&mut self, record: Record, bytes: usize, target: RetryTarget) {
-        let offset = record.offset();
         let enqueued = self.shared.publisher.enqueue(&target.topic, &record, &target.headers).await;
         let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-        self.push_publish(offset, bytes, republish(shared, cancel, record, target, enqueued).boxed());
+        self.push_publish(record, bytes, |record| republish(shared, cancel, record, target, enqueued));
     }
 
     fn source(&self) -> &SourceTopics {
@@ -628,7 +635,7 @@ impl Owner {
             }
             Plan::DeadLetter { topic, headers } => {
                 let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-                self.push_publish(offset, bytes, dead_letter(shared, cancel, record, topic, headers).boxed());
+                self.push_publish(record, bytes, |record| dead_letter(shared, cancel, record, topic, headers));
             }
         }
     }
