@@ -158,7 +158,7 @@ impl Record {
     /// (coordinates, attempt and retry headers kept).
     fn repack(&self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
         let old = *self.meta();
-        let bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + self.meta().bytes + HEADER_BYTES_GUESS;
+        let bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + old.bytes + HEADER_BYTES_GUESS;
         let mut copier = Copier::with_capacity(Arc::clone(&self.copies.topic), bytes, 1);
         let meta = copier.pack(key, payload, self.headers().chain(extra));
         copier.copies.records.push(Meta { partition: old.partition, offset: old.offset, timestamp_ms: old.timestamp_ms, ..meta });
