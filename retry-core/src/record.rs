@@ -80,15 +80,21 @@ impl Copier {
         Copier { copies }
     }
 
-    /// A copier sized for `messages`: their keys and payloads, and some room for headers
-    /// (which librdkafka parses only when asked for).
-    pub(crate) fn for_messages<M: Message>(topic: Arc<str>, messages: &[M]) -> Self {
+    /// Copies client messages of `topic` (key, payload, headers, coordinates) into one
+    /// shared allocation, sized once for their keys and payloads and some room for headers
+    /// (which librdkafka parses only when asked for); the records in order, attempt 1,
+    /// headers not decoded yet.
+    pub(crate) fn copy_all<M: Message>(topic: Arc<str>, messages: &[M]) -> Vec<Record> {
         let bytes = messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + HEADER_BYTES_GUESS).sum();
-        Self::with_capacity(topic, bytes, messages.len())
+        let mut copier = Self::with_capacity(topic, bytes, messages.len());
+        for m in messages {
+            copier.copy(m);
+        }
+        copier.finish()
     }
 
     /// Copies one client message (key, payload, headers, coordinates).
-    pub(crate) fn copy<M: Message>(&mut self, m: &M) {
+    fn copy<M: Message>(&mut self, m: &M) {
         let meta = match m.headers() {
             Some(hs) => self.pack(m.key(), m.payload(), hs.iter().map(|h| (h.key, h.value))),
             None => self.pack(m.key(), m.payload(), std::iter::empty()),
@@ -125,7 +131,7 @@ impl Copier {
     }
 
     /// The records copied, in order (attempt 1, headers not decoded yet).
-    pub(crate) fn finish(self) -> Vec<Record> {
+    fn finish(self) -> Vec<Record> {
         let copies = Arc::new(self.copies);
         (0..copies.records.len()).map(|index| Record { copies: Arc::clone(&copies), index, attempt: 1, retry: None }).collect()
     }
@@ -158,7 +164,9 @@ impl Record {
     /// (coordinates, attempt and retry headers kept).
     fn repack(&self, key: Option<&[u8]>, payload: Option<&[u8]>, extra: Option<(&str, Option<&[u8]>)>) -> Self {
         let old = *self.meta();
-        let bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + old.bytes + HEADER_BYTES_GUESS;
+        // What goes into `data`: the new key and payload, and every header's value.
+        let values: usize = self.headers().chain(extra).map(|(_, v)| v.map_or(0, <[u8]>::len)).sum();
+        let bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + values;
         let mut copier = Copier::with_capacity(Arc::clone(&self.copies.topic), bytes, 1);
         let meta = copier.pack(key, payload, self.headers().chain(extra));
         copier.copies.records.push(Meta { partition: old.partition, offset: old.offset, timestamp_ms: old.timestamp_ms, ..meta });
@@ -204,9 +212,8 @@ impl Record {
     /// Copies a client message alone (attempt 1, headers not decoded yet); `topic` is shared
     /// with the other records of the partition.
     pub(crate) fn copy_alone<M: Message>(m: &M, topic: Arc<str>) -> Self {
-        let mut copier = Copier::for_messages(topic, std::slice::from_ref(m));
-        copier.copy(m);
-        copier.only()
+        let mut records = Copier::copy_all(topic, std::slice::from_ref(m));
+        records.pop().expect("one message, one record")
     }
 
     /// The record copied alone, so keeping it keeps no other record's bytes (for a record
@@ -347,10 +354,8 @@ mod tests {
     }
 
     fn two(second_header: Option<(&str, &[u8])>, second_payload: &[u8]) -> (Record, Record) {
-        let mut copier = Copier::with_capacity(Arc::from("t"), 0, 2);
-        copier.copy(&message(1, b"ka", b"pa", Some(("h", b"va"))));
-        copier.copy(&message(2, b"kb", second_payload, second_header));
-        let mut records = copier.finish().into_iter();
+        let messages = [message(1, b"ka", b"pa", Some(("h", b"va"))), message(2, b"kb", second_payload, second_header)];
+        let mut records = Copier::copy_all(Arc::from("t"), &messages).into_iter();
         (records.next().unwrap(), records.next().unwrap())
     }
 
@@ -365,6 +370,7 @@ mod tests {
         let alone = a.clone().unshared();
         assert_eq!(alone, a);
         assert_eq!(alone.copies.records.len(), 1, "copied out of the shared read");
+        assert_eq!(alone.copies.data.capacity(), 2 + 2 + 2, "sized for its own key, payload and header value");
         drop((a, b));
         assert_eq!(alone.payload(), Some(&b"pa"[..]));
     }

@@ -88,10 +88,6 @@ pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>) -> Read {
             next = stream.next().now_or_never().flatten();
         }
     }
-    let mut copier = Copier::for_messages(topic, &messages);
-    for m in &messages {
-        copier.copy(m);
-    }
-    read.records = copier.finish();
+    read.records = Copier::copy_all(topic, &messages);
     read
 }
