@@ -1,5 +1,6 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers, records that
-//! can never be republished, the byte budget under a retry backlog, a rebalance between
+//! can never be republished, the byte budget under a retry backlog and with a record
+//! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, and a topic deleted under the
 //! consumer while another one flows.
 
@@ -146,6 +147,59 @@ async fn the_byte_budget_holds_under_a_retry_backlog_with_due_waits() {
     for c in calls.all().iter().filter(|c| c.attempt == 2) {
         assert!(c.at_ms >= c.due_at_ms.unwrap(), "{} handled {} ms early", c.key, c.due_at_ms.unwrap() - c.at_ms);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_half_the_budget_waits_for_its_room_without_spinning() {
+    // Budget 20,000 B. Five partitions each hold one 1,400 B record in a handler, about
+    // 7,800 B queued (under half the budget); then a 15,000 B record arrives on a sixth. It
+    // fits only once the queue is under about 4,800 B, so its partition must wait for that
+    // (and the room be kept for it), not go round pause, seek, resume and read again.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("big-record"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = Arc::clone(&gate);
+    let budget = 20_000;
+    let listener = Listener::builder("big-record")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(policy(3, 10).build().unwrap())
+        .max_queued_bytes(budget)
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let hold = r.key_str().is_some_and(|k| k.starts_with("hold"));
+            let gate = Arc::clone(&held);
+            async move {
+                if hold {
+                    drop(gate.acquire().await.expect("gate"));
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 6).await;
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    let held_keys: Vec<String> = (0..5).map(|p| format!("hold{p}")).collect();
+    for (p, key) in held_keys.iter().enumerate() {
+        broker.produce_to(&producer, &topic, Some(p as i32), Some(key.as_bytes()), Some(&[b'p'; 1_400]), &[]).await;
+    }
+    eventually(WAIT, "a record held on each of five partitions", || held_keys.iter().all(|k| calls.has(k, 1))).await;
+    let queued = running.metrics().queued_bytes;
+    assert!((7_000..=10_000).contains(&queued), "{queued} B queued");
+    broker.produce_to(&producer, &topic, Some(5), Some(b"big"), Some(&[b'b'; 15_000]), &[]).await;
+    eventually(WAIT, "the large record held back", || running.metrics().backpressure_holds >= 1).await;
+    // The time it could spin in: the queue stays as it is while the records are held.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    gate.add_permits(5);
+    eventually(WAIT, "the large record handled", || calls.has("big", 1)).await;
+    let m = running.shutdown().await;
+    assert!(m.backpressure_holds <= 2, "its partition went round pause and seek {} times: {m}", m.backpressure_holds);
+    assert!(m.peak_queued_bytes <= budget as u64, "budget {budget} exceeded: {m}");
+    assert_eq!((calls.count("big", 1), m.processed), (1, 6), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
 //! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}` | gauge |
 
@@ -34,6 +34,7 @@ pub struct Metrics {
     held_by_breaker: AtomicU64,
     hops: AtomicU64,
     deferred: AtomicU64,
+    backpressure_holds: AtomicU64,
     queued_bytes: AtomicU64,
     peak_queued_bytes: AtomicU64,
     breaker_open: AtomicU64,
@@ -81,6 +82,9 @@ pub struct MetricsSnapshot {
     /// ([`HandlerError::retry_after`](crate::failure::HandlerError::retry_after)); counted
     /// here instead of in `failed`.
     pub deferred: u64,
+    /// Times a partition was paused and sought back because its next record did not fit
+    /// in the listener's budget for queued records (it is read again once it fits).
+    pub backpressure_holds: u64,
     /// Listeners whose handling is held now by an open breaker or an operator's pause
     /// (gauge: 0 or 1 per listener, summed).
     pub breaker_open: u64,
@@ -110,6 +114,7 @@ impl std::ops::Add for MetricsSnapshot {
             held_by_breaker: self.held_by_breaker + o.held_by_breaker,
             hops: self.hops + o.hops,
             deferred: self.deferred + o.deferred,
+            backpressure_holds: self.backpressure_holds + o.backpressure_holds,
             breaker_open: self.breaker_open + o.breaker_open,
             queued_bytes: self.queued_bytes + o.queued_bytes,
             peak_queued_bytes: self.peak_queued_bytes.max(o.peak_queued_bytes),
@@ -121,7 +126,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -134,6 +139,7 @@ impl std::fmt::Display for MetricsSnapshot {
             self.held_by_breaker,
             self.hops,
             self.deferred,
+            self.backpressure_holds,
             self.peak_queued_bytes
         )
     }
@@ -300,4 +306,5 @@ counters! {
     held_by_breaker => inc_held_by_breaker,
     hops => inc_hops,
     deferred => inc_deferred,
+    backpressure_holds => inc_backpressure_holds,
 }

@@ -164,7 +164,7 @@ impl Dispatcher {
         let bytes = record.queued_bytes();
         if !self.shared.budget.try_reserve(bytes) {
             let slot = Arc::clone(&p.route.slot);
-            self.hold_back(consumer, &slot, m.offset());
+            self.hold_back(consumer, &slot, (m.offset(), bytes));
             return;
         }
         p.records.push(record);
@@ -227,9 +227,9 @@ impl Dispatcher {
 
     /// Holds the partition back ([`PartitionSlot::hold_back`]) and remembers it, to resume
     /// it when the budget has drained.
-    fn hold_back(&mut self, consumer: &ListenerConsumer, slot: &Arc<PartitionSlot>, offset: i64) {
+    fn hold_back(&mut self, consumer: &ListenerConsumer, slot: &Arc<PartitionSlot>, record: (i64, usize)) {
         let first = !self.backpressured.iter().any(|s| Arc::ptr_eq(s, slot));
-        if slot.hold_back(consumer, offset, &self.shared.budget, first, &self.shared.metrics) && first {
+        if slot.hold_back(consumer, record, &self.shared.budget, first, &self.shared.metrics) && first {
             self.backpressured.push(Arc::clone(slot));
         }
     }

@@ -147,6 +147,7 @@ pub(crate) fn spawn(
         source,
         own,
         backpressured: false,
+        held_back_for: 0,
         inbox: rx,
         cancel: cancel.clone(),
         queue: VecDeque::new(),
@@ -201,6 +202,8 @@ struct Owner {
     own: Option<Arc<OwnQueue>>,
     /// Not reading: the budget is used up (the partition is paused, reason backpressure).
     backpressured: bool,
+    /// The bytes of the record the partition was last held back for.
+    held_back_for: usize,
     inbox: mpsc::UnboundedReceiver<Batch>,
     cancel: CancellationToken,
     queue: VecDeque<Record>,
@@ -287,6 +290,10 @@ impl Owner {
         self.store();
         self.release_queue();
         self.shared.budget.release(std::mem::take(&mut self.unreleased));
+        if self.backpressured {
+            // Its record will not be read here again: no room is kept for it any more.
+            self.shared.budget.unwant(self.held_back_for);
+        }
         // Abandoned publishes leave the gauge with the owner.
         self.shared.metrics.add_in_flight(-(self.reported_in_flight as f64));
     }
@@ -358,20 +365,21 @@ impl Owner {
         self.drop_read_again(&mut records);
         let budget = &self.shared.budget;
         if let Some(i) = records.iter().position(|r| !budget.try_reserve(r.queued_bytes())) {
-            let offset = records[i].offset();
+            let record = (records[i].offset(), records[i].queued_bytes());
             records.truncate(i);
-            self.hold_back(offset);
+            self.hold_back(record);
         }
         self.queue.extend(records);
         self.shared.budget.report();
     }
 
-    /// Holds the partition back ([`PartitionSlot::hold_back`]) from the record at `offset`,
-    /// which is taken in again once the budget has drained.
-    fn hold_back(&mut self, offset: i64) {
+    /// Holds the partition back ([`PartitionSlot::hold_back`]) from the record at `offset`
+    /// of `bytes`, which is taken in again once the budget has room for it.
+    fn hold_back(&mut self, (offset, bytes): (i64, usize)) {
         let shared = &self.shared;
-        if self.slot.hold_back(&*shared.consumer, offset, &shared.budget, !self.backpressured, &shared.metrics) {
+        if self.slot.hold_back(&*shared.consumer, (offset, bytes), &shared.budget, !self.backpressured, &shared.metrics) {
             self.backpressured = true;
+            self.held_back_for = bytes;
             self.read.rewind_to(offset);
         }
     }

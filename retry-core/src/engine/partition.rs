@@ -213,13 +213,14 @@ impl PartitionSlot {
         }
     }
 
-    /// Backpressure: the record at `offset` does not fit in `budget`. Pauses the partition
-    /// (reason backpressure) and seeks it back to that record, read again once the budget
-    /// has room; `first`: the first hold of a spell (logged). `false` if revoked.
+    /// Backpressure: the record at `offset`, of `bytes`, does not fit in `budget`. Pauses
+    /// the partition (reason backpressure) and seeks it back to that record, read again
+    /// once the budget has room for it ([`Budget::want`]); `first`: the first hold of a
+    /// spell (logged). `false` if revoked.
     pub(crate) fn hold_back<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
         &self,
         consumer: &C,
-        offset: i64,
+        (offset, bytes): (i64, usize),
         budget: &Budget,
         first: bool,
         metrics: &Metrics,
@@ -227,6 +228,8 @@ impl PartitionSlot {
         if !self.pause(consumer, PauseReason::Backpressure) {
             return false;
         }
+        budget.want(bytes);
+        metrics.inc_backpressure_holds();
         if first {
             tracing::debug!(topic = %self.topic, partition = self.partition, offset, queued = budget.queued(), budget = budget.limit(),
                 "budget for queued records used up: pausing the partition");
