@@ -58,8 +58,36 @@ struct Span {
     end: usize,
 }
 
-/// Bytes reserved per record for its headers (grown as needed).
+/// Bytes reserved per record for its header values when nothing is known yet (grown as
+/// needed).
 const HEADER_BYTES_GUESS: usize = 32;
+
+/// What the headers of a partition's last read took per record, so the next read's copies
+/// are sized once: the records of a retry topic carry a dozen headers, those of a source
+/// topic usually none, and growing the buffers of a whole read record by record costs
+/// copies and reallocations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReadShape {
+    records: usize,
+    /// Header value bytes, in `data`.
+    values: usize,
+    /// Header name bytes, in `names`.
+    names: usize,
+    headers: usize,
+}
+
+impl ReadShape {
+    /// Room for `records` like those of the last read: (value bytes, name bytes, headers).
+    fn room_for(&self, records: usize) -> (usize, usize, usize) {
+        match self.records {
+            0 => (records * HEADER_BYTES_GUESS, 0, 0),
+            n => {
+                let per = |total: usize| total.div_ceil(n) * records;
+                (per(self.values), per(self.names), per(self.headers))
+            }
+        }
+    }
+}
 
 /// Copies records into one shared allocation, then hands them out.
 #[derive(Debug)]
@@ -70,26 +98,34 @@ pub(crate) struct Copier {
 impl Copier {
     /// A copier for records of `topic`, with room for `bytes` of theirs and `records`.
     fn with_capacity(topic: Arc<str>, bytes: usize, records: usize) -> Self {
+        Self::with_room(topic, (bytes, 0, 0), records)
+    }
+
+    /// A copier with room for `(data bytes, name bytes, headers)` and `records`.
+    fn with_room(topic: Arc<str>, (data, names, headers): (usize, usize, usize), records: usize) -> Self {
         let copies = Copies {
             topic,
-            data: Vec::with_capacity(bytes),
-            names: String::new(),
-            headers: Vec::new(),
+            data: Vec::with_capacity(data),
+            names: String::with_capacity(names),
+            headers: Vec::with_capacity(headers),
             records: Vec::with_capacity(records),
         };
         Copier { copies }
     }
 
     /// Copies client messages of `topic` (key, payload, headers, coordinates) into one
-    /// shared allocation, sized once for their keys and payloads and some room for headers
-    /// (which librdkafka parses only when asked for); the records in order, attempt 1,
-    /// headers not decoded yet.
-    pub(crate) fn copy_all<M: Message>(topic: Arc<str>, messages: &[M]) -> Vec<Record> {
-        let bytes = messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + HEADER_BYTES_GUESS).sum();
-        let mut copier = Self::with_capacity(topic, bytes, messages.len());
+    /// shared allocation, sized once for their keys and payloads and for headers like those
+    /// of the partition's last read (`shape`, updated to this one's; librdkafka parses
+    /// headers only when asked for); the records in order, attempt 1, headers not decoded.
+    pub(crate) fn copy_all<M: Message>(topic: Arc<str>, messages: &[M], shape: &mut ReadShape) -> Vec<Record> {
+        let parts: usize = messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)).sum();
+        let (values, names, headers) = shape.room_for(messages.len());
+        let mut copier = Self::with_room(topic, (parts + values, names, headers), messages.len());
         for m in messages {
             copier.copy(m);
         }
+        let c = &copier.copies;
+        *shape = ReadShape { records: messages.len(), values: c.data.len() - parts, names: c.names.len(), headers: c.headers.len() };
         copier.finish()
     }
 
@@ -212,7 +248,7 @@ impl Record {
     /// Copies a client message alone (attempt 1, headers not decoded yet); `topic` is shared
     /// with the other records of the partition.
     pub(crate) fn copy_alone<M: Message>(m: &M, topic: Arc<str>) -> Self {
-        let mut records = Copier::copy_all(topic, std::slice::from_ref(m));
+        let mut records = Copier::copy_all(topic, std::slice::from_ref(m), &mut ReadShape::default());
         records.pop().expect("one message, one record")
     }
 
@@ -355,7 +391,7 @@ mod tests {
 
     fn two(second_header: Option<(&str, &[u8])>, second_payload: &[u8]) -> (Record, Record) {
         let messages = [message(1, b"ka", b"pa", Some(("h", b"va"))), message(2, b"kb", second_payload, second_header)];
-        let mut records = Copier::copy_all(Arc::from("t"), &messages).into_iter();
+        let mut records = Copier::copy_all(Arc::from("t"), &messages, &mut ReadShape::default()).into_iter();
         (records.next().unwrap(), records.next().unwrap())
     }
 
@@ -373,6 +409,19 @@ mod tests {
         assert_eq!(alone.copies.data.capacity(), 2 + 2 + 2, "sized for its own key, payload and header value");
         drop((a, b));
         assert_eq!(alone.payload(), Some(&b"pa"[..]));
+    }
+
+    #[test]
+    fn a_read_is_sized_like_the_last_one() {
+        let read = |header: Option<(&str, &[u8])>| (1..=4).map(|o| message(o, b"k", b"p", header)).collect::<Vec<_>>();
+        let mut shape = ReadShape::default();
+        Copier::copy_all(Arc::from("t"), &read(Some(("rt-attempt", b"1234"))), &mut shape);
+        assert_eq!(shape, ReadShape { records: 4, values: 16, names: 40, headers: 4 });
+        let records = Copier::copy_all(Arc::from("t"), &read(Some(("rt-attempt", b"5678"))), &mut shape);
+        let c = &records[0].copies;
+        assert_eq!((c.data.capacity(), c.names.capacity(), c.headers.capacity()), (4 * (1 + 1 + 4), 40, 4), "sized once, exactly");
+        Copier::copy_all(Arc::from("t"), &read(None), &mut shape);
+        assert_eq!(shape, ReadShape { records: 4, values: 0, names: 0, headers: 0 });
     }
 
     #[test]

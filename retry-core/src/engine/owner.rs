@@ -40,7 +40,7 @@ use super::window::{Released, Window};
 use super::Shared;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
-use crate::record::Record;
+use crate::record::{ReadShape, Record};
 use crate::time::{format_ms, now_ms};
 use crate::topology::{Role, SourceTopics};
 
@@ -148,6 +148,7 @@ pub(crate) fn spawn(
         own,
         backpressured: false,
         held_back_for: 0,
+        read_shape: ReadShape::default(),
         inbox: rx,
         cancel: cancel.clone(),
         queue: VecDeque::new(),
@@ -204,6 +205,8 @@ struct Owner {
     backpressured: bool,
     /// The bytes of the record the partition was last held back for.
     held_back_for: usize,
+    /// The headers' share of the last read from the own queue (sizes the next).
+    read_shape: ReadShape,
     inbox: mpsc::UnboundedReceiver<Batch>,
     cancel: CancellationToken,
     queue: VecDeque<Record>,
@@ -260,7 +263,7 @@ impl Owner {
                 Some(own) if !cancelled && !self.stopped && !self.backpressured => own.get(),
                 _ => None,
             };
-            let next_read = own_queue.map(|q| queue::read(q, Arc::clone(self.slot.topic())));
+            let next_read = own_queue.map(|q| queue::read(q, Arc::clone(self.slot.topic()), self.read_shape));
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
                 Some(read) = OptionFuture::from(next_read) => self.take_in(read),
@@ -357,6 +360,7 @@ impl Owner {
         for e in &read.errors {
             self.shared.errors.report(self.shared.listener.name(), &self.shared.metrics, e);
         }
+        self.read_shape = read.shape;
         let mut records = read.records;
         if self.stopped || records.is_empty() {
             return;

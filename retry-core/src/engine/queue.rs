@@ -24,7 +24,7 @@ use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::error::KafkaError;
 
 use super::ListenerContext;
-use crate::record::{Copier, Record};
+use crate::record::{Copier, ReadShape, Record};
 
 /// The split-off queue of one partition.
 pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
@@ -64,14 +64,16 @@ impl OwnQueue {
 pub(crate) struct Read {
     pub(crate) records: Vec<Record>,
     pub(crate) errors: Vec<KafkaError>,
+    /// The headers' share of this read, to size the next one's copies.
+    pub(crate) shape: ReadShape,
 }
 
 /// Waits for the partition's next message (at most [`RECHECK`]), then takes what else is
 /// ready, up to [`READ_AT_MOST`]; each message is copied into a [`Record`] once, the
-/// records of one read into one shared allocation ([`Copier`]).
-/// Cancellation-safe: nothing is taken from the queue before the last `await`.
-pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>) -> Read {
-    let mut read = Read::default();
+/// records of one read into one shared allocation ([`Copier`]), sized like the last read
+/// (`shape`). Cancellation-safe: nothing is taken from the queue before the last `await`.
+pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>, shape: ReadShape) -> Read {
+    let mut read = Read { shape, ..Read::default() };
     let mut stream = queue.stream();
     let Ok(Some(first)) = tokio::time::timeout(RECHECK, stream.next()).await else {
         return read;
@@ -88,6 +90,6 @@ pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>) -> Read {
             next = stream.next().now_or_never().flatten();
         }
     }
-    read.records = Copier::copy_all(topic, &messages);
+    read.records = Copier::copy_all(topic, &messages, &mut read.shape);
     read
 }
