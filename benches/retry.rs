@@ -9,8 +9,9 @@
 //! `fetch.queue.backoff.ms=10` (the runtime's default; librdkafka's own 1 s default stalls
 //! a partition whenever its prefetch queue is full). Runs of the happy-path, 10 % and
 //! outage rows last a fraction of a second, which is noisy on two cores shared with the
-//! broker: after a warm-up run, the baseline and the runtime take turns three times, and
-//! the ratio is of the medians, with the spread of the rounds' own ratios beside it.
+//! broker: after a warm-up run, the baseline and the runtime take turns five times
+//! (`RT_BENCH_ROUNDS`), and the ratio is of the medians, with the spread of the rounds'
+//! own ratios beside it.
 //!
 //! Targets (issue "Engine pipeline"):
 //! * happy path (no-op handler) / bare consumer ≥ 0.9;
@@ -23,7 +24,8 @@
 //! * headers at attempt 900 / attempt 2 = 1.00.
 //!
 //! Knobs: `RT_BENCH_RECORDS` (happy path and 10% rows, default 100,000),
-//! `RT_BENCH_BACKLOG` (default 100,000), `RT_BENCH_ONLY` (comma-separated row groups:
+//! `RT_BENCH_BACKLOG` (default 100,000), `RT_BENCH_ROUNDS` (turns of the happy-path, 10%
+//! and outage rows, default 5), `RT_BENCH_ONLY` (comma-separated row groups:
 //! headers, happy, tenth, outage, slow, lateness, rss).
 
 use std::sync::{Arc, Mutex};
@@ -517,6 +519,7 @@ async fn main() {
     let only = std::env::var("RT_BENCH_ONLY").ok();
     let wants = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g.trim() == group));
     let n = env_u64("RT_BENCH_RECORDS", 100_000);
+    let rounds = env_u64("RT_BENCH_ROUNDS", 5).max(1);
     let broker = Broker::get();
     let b = broker.name.clone();
     println!("broker: {b} ({}); {PARTITIONS} partitions per topic", broker.bootstrap);
@@ -533,7 +536,7 @@ async fn main() {
     if wants("happy") || wants("tenth") {
         // Runs of 100,000 records take a tenth of a second or so, which is noisy on two
         // cores shared with the broker: after a warm-up run (allocator, thread pools), the
-        // bare consumer and each listener run three times, interleaved, and the medians
+        // bare consumer and each listener run `rounds` times, interleaved, and the medians
         // count.
         let bare_topic = broker.topic("bare");
         broker.create(&bare_topic, PARTITIONS).await;
@@ -542,7 +545,7 @@ async fn main() {
         let quick = || policy(Duration::from_millis(10));
         run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
         let (mut bare, mut owning, mut happy, mut tenth, mut work) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for i in 0..3 {
+        for i in 0..rounds {
             bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("bare-{i}"), n, false).await);
             owning.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("owning-{i}"), n, true).await);
             if wants("happy") {
@@ -568,24 +571,30 @@ async fn main() {
         let work_spread = spread(&work, &bare);
         let owning_spread = spread(&owning, &bare);
         let bare = median(bare);
-        row(&b, &format!("bare rdkafka consumer, {n} x 100 B, records/s (median of 3)"), format!("{bare:.0}"), "baseline", None);
+        row(&b, &format!("bare rdkafka consumer, {n} x 100 B, records/s (median of {rounds})"), format!("{bare:.0}"), "baseline", None);
         // What handing records on costs at least, whoever does it.
         let owning = median(owning);
         row(&b, "  bare consumer also reading headers, copying records out, rec/s", format!("{owning:.0}"), "(context)", None);
         row(&b, "  that consumer / bare consumer", format!("{:.2} (rounds {owning_spread})", owning / bare), "(context)", None);
         if wants("happy") {
             let rate = median(happy);
-            row(&b, "runtime, no-op handler, records/s (median of 3)", format!("{rate:.0}"), "", None);
+            row(&b, &format!("runtime, no-op handler, records/s (median of {rounds})"), format!("{rate:.0}"), "", None);
             ratio_row(&b, "happy path / bare consumer", rate / bare, &happy_spread, 0.9);
         }
         if wants("tenth") {
             tenth.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (rate, first_attempts_secs, secs) = tenth[tenth.len() / 2];
-            row(&b, "runtime, 10% failing once (10 ms backoff), records/s (median of 3)", format!("{rate:.0}"), "", None);
+            row(&b, &format!("runtime, 10% failing once (10 ms backoff), records/s (median of {rounds})"), format!("{rate:.0}"), "", None);
             row(&b, "  of which first attempts done after / all done after", format!("{first_attempts_secs:.3} s / {secs:.3} s"), "", None);
             ratio_row(&b, "10% failing once / bare consumer", rate / bare, &tenth_spread, 0.7);
             let work = median(work);
-            row(&b, "  bare clients doing the same work (no backoff), records/s (median of 3)", format!("{work:.0}"), "(context)", None);
+            row(
+                &b,
+                &format!("  bare clients doing the same work (no backoff), records/s (median of {rounds})"),
+                format!("{work:.0}"),
+                "(context)",
+                None,
+            );
             row(&b, "  bare clients doing it / bare consumer", format!("{:.2} (rounds {work_spread})", work / bare), "(context)", None);
         }
     }
@@ -593,9 +602,9 @@ async fn main() {
     if wants("outage") {
         let m = env_u64("RT_BENCH_OUTAGE", 20_000);
         let hs = headers::replace(std::iter::empty(), &sample_headers(2, now_ms()));
-        // Three interleaved rounds, medians (as for the happy path).
+        // Interleaved rounds, medians (as for the happy path).
         let (mut raw, mut outage) = (Vec::new(), Vec::new());
-        for i in 0..3 {
+        for i in 0..rounds {
             let topic = broker.topic(&format!("raw-producer-{i}"));
             broker.create(&topic, PARTITIONS).await;
             raw.push(m as f64 / produce(&broker, &topic, m, 1_000, Some(&hs)).await);
@@ -609,8 +618,14 @@ async fn main() {
         }
         let rounds = spread(&outage, &raw);
         let (raw, rate) = (median(raw), median(outage));
-        row(&b, &format!("bare pipelined FutureProducer, {m} x 1 kB, records/s (median of 3)"), format!("{raw:.0}"), "baseline", None);
-        row(&b, "outage: every record fails once, republished/s (median of 3)", format!("{rate:.0}"), "", None);
+        row(
+            &b,
+            &format!("bare pipelined FutureProducer, {m} x 1 kB, records/s (median of {rounds})"),
+            format!("{raw:.0}"),
+            "baseline",
+            None,
+        );
+        row(&b, &format!("outage: every record fails once, republished/s (median of {rounds})"), format!("{rate:.0}"), "", None);
         ratio_row(&b, "outage republish rate / bare producer", rate / raw, &rounds, 0.5);
     }
 
