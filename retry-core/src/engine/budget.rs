@@ -14,7 +14,8 @@
 //! seek, resume and read again for as long as the others kept the queue between half the
 //! budget and the room it needs, and could be starved by them for good. One record is
 //! wanted at a time (the largest); the want ends when a record of its size is taken in,
-//! when its partition's owner ends, or when the queue is empty.
+//! when its partition's owner ends (or the dispatcher finds the partition revoked), or
+//! when the queue is empty.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

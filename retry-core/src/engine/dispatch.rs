@@ -54,7 +54,8 @@ struct Dispatcher {
     cancel: CancellationToken,
     routes: HashMap<Arc<str>, HashMap<i32, Route>>,
     pending: Vec<Pending>,
-    backpressured: Vec<Arc<PartitionSlot>>,
+    /// Partitions held back for the budget, with the bytes of the record each waits to fit.
+    backpressured: Vec<(Arc<PartitionSlot>, usize)>,
     /// Records and batches handed over, for the stop log line.
     handed_over: (u64, u64),
 }
@@ -228,15 +229,20 @@ impl Dispatcher {
     /// Holds the partition back ([`PartitionSlot::hold_back`]) and remembers it, to resume
     /// it when the budget has drained.
     fn hold_back(&mut self, consumer: &ListenerConsumer, slot: &Arc<PartitionSlot>, record: (i64, usize)) {
-        let first = !self.backpressured.iter().any(|s| Arc::ptr_eq(s, slot));
+        let first = !self.backpressured.iter().any(|(s, _)| Arc::ptr_eq(s, slot));
         if slot.hold_back(consumer, record, &self.shared.budget, first, &self.shared.metrics) && first {
-            self.backpressured.push(Arc::clone(slot));
+            self.backpressured.push((Arc::clone(slot), record.1));
         }
     }
 
     fn lift_backpressure(&mut self, consumer: &ListenerConsumer) {
-        for slot in self.backpressured.drain(..) {
-            slot.resume(consumer, PauseReason::Backpressure);
+        for (slot, bytes) in self.backpressured.drain(..) {
+            if slot.is_revoked() {
+                // Its record will not be read here again: no room is kept for it any more.
+                self.shared.budget.unwant(bytes);
+            } else {
+                slot.resume(consumer, PauseReason::Backpressure);
+            }
         }
     }
 
