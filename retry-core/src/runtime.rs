@@ -13,9 +13,12 @@
 //! Consumers run with `enable.auto.offset.store=false` (the framework stores an offset only
 //! once its record is handled, retried or dead-lettered), `enable.auto.commit=true` every
 //! second, `auto.offset.reset=earliest`, `fetch.queue.backoff.ms=10` (librdkafka's 1 s
-//! default stalls a partition whenever its prefetch queue is full) and
-//! `queued.max.messages.kbytes=16384` (librdkafka's prefetch, beside the listener's own
-//! budget for queued records); producers with `acks=all` and `linger.ms=5` (republishes
+//! default stalls a partition whenever its prefetch queue is full),
+//! `fetch.wait.max.ms=50` (some brokers, tansu and librdkafka's mock among them, answer a
+//! waiting fetch only when this wait expires, not when data arrives: with librdkafka's
+//! 500 ms, a retry due sooner was handled up to that late; an idle consumer now asks
+//! about 20 times a second) and `queued.max.messages.kbytes=16384` (librdkafka's prefetch,
+//! beside the listener's own budget for queued records); producers with `acks=all` and `linger.ms=5` (republishes
 //! are pipelined, nothing waits on one record). Your settings override the defaults,
 //! except `group.id` (the listener's) and `enable.auto.offset.store`.
 
@@ -235,6 +238,7 @@ impl Runtime {
             ("enable.partition.eof", "false"),
             ("allow.auto.create.topics", "false"),
             ("fetch.queue.backoff.ms", "10"),
+            ("fetch.wait.max.ms", "50"),
             ("queued.max.messages.kbytes", "16384"),
         ]
         .into_iter()
