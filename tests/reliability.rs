@@ -576,6 +576,33 @@ async fn invalid_settings_name_the_setting_and_hide_secrets() {
     figure(&broker, "case invalid-config ok");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_for_every_client_overrides_the_framework_defaults() {
+    // `set` (every client) must win over the runtime's consumer defaults, as `consumer_set`
+    // does: here `auto.offset.reset=latest` against the default `earliest`.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("latest"), broker.unique("g"));
+    let calls = Calls::default();
+    let policy = RetryPolicy::builder().attempts(2).backoff(Backoff::fixed(Duration::from_millis(10))).build().unwrap();
+    let listener = recorded_listener("latest", &topic, &group, policy, &calls, |_| Ok(()));
+    broker.prepare(&listener, 1).await;
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("before"), Some(b"{}"), &[]).await;
+    let running = broker.runtime().set("auto.offset.reset", "latest").listener(listener).build().unwrap().start().await.unwrap();
+    // Produced until one is handled: the consumer takes its position at the end of the
+    // partition once assigned, so the first few may come too early to be read.
+    let deadline = Instant::now() + WAIT;
+    let mut sent = 0;
+    while !(0..sent).any(|i| calls.has(&format!("after{i}"), 1)) {
+        assert!(Instant::now() < deadline, "no record produced after the start was handled");
+        broker.produce(&producer, &topic, Some(&format!("after{sent}")), Some(b"{}"), &[]).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.shutdown().await;
+    assert!(!calls.has("before", 1), "read from the earliest offset: the framework's default won over `set`");
+}
+
 /// Collects tracing output of the current thread.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -244,12 +244,12 @@ impl Runtime {
         .into_iter()
         .collect();
         let forced: KafkaConfig = [("group.id", listener.group()), ("enable.auto.offset.store", "false")].into_iter().collect();
-        self.common.merged(&defaults).merged(&self.consumer).merged(&forced)
+        defaults.merged(&self.common).merged(&self.consumer).merged(&forced)
     }
 
     fn producer_config(&self) -> KafkaConfig {
         let defaults: KafkaConfig = [("acks", "all"), ("message.timeout.ms", "30000"), ("linger.ms", "5")].into_iter().collect();
-        self.common.merged(&defaults).merged(&self.producer)
+        defaults.merged(&self.common).merged(&self.producer)
     }
 
     /// Checks the topics (creating missing retry/DLT topics where a policy allows), then
