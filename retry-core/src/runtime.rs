@@ -18,8 +18,9 @@
 //! waiting fetch only when this wait expires, not when data arrives: with librdkafka's
 //! 500 ms, a retry due sooner was handled up to that late; an idle consumer now asks
 //! about 20 times a second) and `queued.max.messages.kbytes=16384` (librdkafka's prefetch,
-//! beside the listener's own budget for queued records); producers with `acks=all` and `linger.ms=5` (republishes
-//! are pipelined, nothing waits on one record). Your settings override the defaults,
+//! beside the listener's own budget for queued records; per partition, as the runtime
+//! splits each partition's queue off); producers with `acks=all` and `linger.ms=5`
+//! (republishes are pipelined, nothing waits on one record). Your settings override the defaults,
 //! except `group.id` (the listener's) and `enable.auto.offset.store`.
 
 use std::future::Future;

@@ -51,9 +51,12 @@ pub struct Broker {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Logs to the test's captured output (shown only when it fails): warnings, and the
+/// runtime's own info lines (assignments, revocations, the breaker's probes), so that a
+/// failure says what the partitions and the breaker did.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,retry_core=info".into()))
         .with_test_writer()
         .try_init();
 }
