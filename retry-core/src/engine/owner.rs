@@ -146,8 +146,7 @@ pub(crate) fn spawn(
         slot,
         source,
         own,
-        backpressured: false,
-        held_back_for: 0,
+        held_back: None,
         read_shape: ReadShape::default(),
         inbox: rx,
         cancel: cancel.clone(),
@@ -201,10 +200,9 @@ struct Owner {
     source: Option<SourceTopics>,
     /// The partition's own queue (none: records come from the dispatcher's inbox).
     own: Option<Arc<OwnQueue>>,
-    /// Not reading: the budget is used up (the partition is paused, reason backpressure).
-    backpressured: bool,
-    /// The bytes of the record the partition was last held back for.
-    held_back_for: usize,
+    /// Not reading: the budget had no room for the record of these bytes (the partition is
+    /// paused, reason backpressure).
+    held_back: Option<usize>,
     /// The headers' share of the last read from the own queue (sizes the next).
     read_shape: ReadShape,
     inbox: mpsc::UnboundedReceiver<Batch>,
@@ -260,15 +258,15 @@ impl Owner {
             let probe_at = self.probe_at.filter(|_| self.breaker_hold);
             // A clone of the queue lives only while waiting here (see `queue`).
             let own_queue = match &self.own {
-                Some(own) if !cancelled && !self.stopped && !self.backpressured => own.get(),
+                Some(own) if !cancelled && !self.stopped && self.held_back.is_none() => own.get(),
                 _ => None,
             };
             let next_read = own_queue.map(|q| queue::read(q, Arc::clone(self.slot.topic()), self.read_shape));
             tokio::select! {
                 () = self.cancel.cancelled(), if !cancelled => {}
                 Some(read) = OptionFuture::from(next_read) => self.take_in(read),
-                () = self.shared.budget.drained(), if self.backpressured => {
-                    self.backpressured = false;
+                () = self.shared.budget.drained(), if self.held_back.is_some() => {
+                    self.held_back = None;
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
                 }
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
@@ -293,9 +291,9 @@ impl Owner {
         self.store();
         self.release_queue();
         self.shared.budget.release(std::mem::take(&mut self.unreleased));
-        if self.backpressured {
+        if let Some(bytes) = self.held_back {
             // Its record will not be read here again: no room is kept for it any more.
-            self.shared.budget.unwant(self.held_back_for);
+            self.shared.budget.unwant(bytes);
         }
         // Abandoned publishes leave the gauge with the owner.
         self.shared.metrics.add_in_flight(-(self.reported_in_flight as f64));
@@ -381,9 +379,8 @@ impl Owner {
     /// of `bytes`, which is taken in again once the budget has room for it.
     fn hold_back(&mut self, (offset, bytes): (i64, usize)) {
         let shared = &self.shared;
-        if self.slot.hold_back(&*shared.consumer, (offset, bytes), &shared.budget, !self.backpressured, &shared.metrics) {
-            self.backpressured = true;
-            self.held_back_for = bytes;
+        if self.slot.hold_back(&*shared.consumer, (offset, bytes), &shared.budget, self.held_back.is_none(), &shared.metrics) {
+            self.held_back = Some(bytes);
             self.read.rewind_to(offset);
         }
     }
