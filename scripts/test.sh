@@ -59,7 +59,9 @@ say "checking format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 say "building"
-cargo build --workspace --all-targets --all-features
+# Exactly what the suites run (the test profile); `cargo build --all-targets` built a second,
+# dev-profile copy of the workspace's crates and of every test binary beside it.
+cargo test --workspace --all-features --no-run
 mkdir -p target
 rm -f "$SKIP_LOG" "$FIGURES_LOG" "$ROOT"/target/test-*.log
 
