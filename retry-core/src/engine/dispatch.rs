@@ -35,6 +35,8 @@ use crate::record::Record;
 const MAX_DRAIN: usize = 2_048;
 /// How often the paused-partitions gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How long shutting down waits to have left the group (see [`leave_group`]).
+const LEAVE_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct Route {
@@ -291,7 +293,38 @@ impl Dispatcher {
             Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(listener = %name, error = %e, "final commit failed; uncommitted records will be redelivered"),
         }
+        leave_group(consumer, &name).await;
         let (records, batches) = self.handed_over;
         tracing::info!(listener = %name, metrics = %self.shared.metrics.snapshot(), records, batches, "listener stopped");
+    }
+}
+
+/// Leaves the group before the consumer is dropped: unsubscribes, then serves the
+/// revocation that follows until nothing is assigned (bounded by [`LEAVE_WITHIN`]).
+///
+/// Dropping a consumer that still holds partitions has librdkafka revoke them while it
+/// closes, and the `assign` call that answers that revocation can wait forever
+/// (confluentinc/librdkafka#4884): seen here as a shutdown that never returned while
+/// another member was joining the group. Records still read meanwhile are dropped unhandled;
+/// their offsets were never stored, so they are read again by the partitions' next owners.
+async fn leave_group(consumer: &ListenerConsumer, name: &str) {
+    consumer.unsubscribe();
+    let deadline = tokio::time::Instant::now() + LEAVE_WITHIN;
+    let mut stream = consumer.stream();
+    loop {
+        match consumer.assignment() {
+            Ok(list) if list.count() == 0 => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(listener = %name, error = %e, "could not read the assignment while leaving the group");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(listener = %name, within = ?LEAVE_WITHIN, "partitions still assigned while leaving the group; closing anyway");
+            return;
+        }
+        // Polling serves the revocation (the rebalance callback runs inside the poll).
+        let _ = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
     }
 }
