@@ -116,17 +116,7 @@ impl Broker {
     }
 
     fn consumer_settings(&self) -> Vec<(&'static str, &'static str)> {
-        // The runtime's defaults for both (see `runtime.rs`).
-        let mut s = vec![("fetch.queue.backoff.ms", "10"), ("fetch.wait.max.ms", "50")];
-        // Experiments: RT_BENCH_SET="key=value,key=value" applies to both sides.
-        if let Ok(extra) = std::env::var("RT_BENCH_SET") {
-            let leaked: &'static str = Box::leak(extra.into_boxed_str());
-            s.extend(leaked.split(',').filter_map(|kv| kv.split_once('=')));
-        }
-        if self.embedded.is_some() {
-            s.extend(EmbeddedKafka::client_config());
-        }
-        s
+        consumer_settings(self.embedded.is_some())
     }
 
     fn topic(&self, base: &str) -> String {
@@ -186,6 +176,21 @@ impl Broker {
     fn producer(&self) -> FutureProducer {
         self.config().set("linger.ms", "5").set("queue.buffering.max.messages", "1000000").create().unwrap()
     }
+}
+
+/// The settings both sides of a row get: the runtime's defaults that matter for speed,
+/// `RT_BENCH_SET="key=value,…"` (experiments) and the embedded broker's.
+fn consumer_settings(embedded: bool) -> Vec<(&'static str, &'static str)> {
+    // The runtime's defaults for both (see `runtime.rs`).
+    let mut s = vec![("fetch.queue.backoff.ms", "10"), ("fetch.wait.max.ms", "50")];
+    if let Ok(extra) = std::env::var("RT_BENCH_SET") {
+        let leaked: &'static str = Box::leak(extra.into_boxed_str());
+        s.extend(leaked.split(',').filter_map(|kv| kv.split_once('=')));
+    }
+    if embedded {
+        s.extend(EmbeddedKafka::client_config());
+    }
+    s
 }
 
 /// Produces `n` records of `size` bytes, keyed round-robin, pipelined; returns seconds.
@@ -486,11 +491,8 @@ async fn rss_child(bootstrap: &str, source: &str, settle: Duration) {
         .build()
         .unwrap();
     let mut b = Runtime::builder().bootstrap_servers(bootstrap).listener(listener);
-    b = b.consumer_set("fetch.queue.backoff.ms", "10");
-    if std::env::var("RT_BENCH_EMBEDDED_SETTINGS").is_ok() {
-        for (k, v) in EmbeddedKafka::client_config() {
-            b = b.consumer_set(k, v);
-        }
+    for (k, v) in consumer_settings(std::env::var("RT_BENCH_EMBEDDED_SETTINGS").is_ok()) {
+        b = b.consumer_set(k, v);
     }
     let running = b.build().unwrap().start().await.unwrap();
     running.wait_for_assignment(Duration::from_secs(60)).await;
@@ -506,6 +508,37 @@ async fn rss_child(bootstrap: &str, source: &str, settle: Duration) {
     running.shutdown().await;
 }
 
+/// The bare counterpart of [`rss_child`]: a bare rdkafka consumer in its own group reads
+/// the same backlog and pauses each partition at its first record, as the runtime's owners
+/// do for a record not yet due, then prints its peak RSS. What it holds is what the
+/// broker's fetch answers bring in before any consumer can pause (a broker that ignores
+/// `max.partition.fetch.bytes` answers with whole partitions).
+async fn rss_bare_child(bootstrap: &str, topic: &str, settle: Duration) {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}-bare-rss"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    for (k, v) in consumer_settings(std::env::var("RT_BENCH_EMBEDDED_SETTINGS").is_ok()) {
+        c.set(k, v);
+    }
+    let consumer: StreamConsumer = c.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut paused = std::collections::HashSet::new();
+    let mut stream = consumer.stream();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (paused.len() as i32) < PARTITIONS && Instant::now() < deadline {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await else { continue };
+        if paused.insert(m.partition()) {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition(topic, m.partition());
+            consumer.pause(&tpl).unwrap();
+        }
+    }
+    tokio::time::sleep(settle).await;
+    println!("CHILD|{}|{}", status_kib("VmHWM:"), paused.len());
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -517,6 +550,9 @@ async fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--rss-child") {
         return rss_child(&args[i + 1], &args[i + 2], Duration::from_secs(8)).await;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rss-bare-child") {
+        return rss_bare_child(&args[i + 1], &args[i + 2], Duration::from_secs(8)).await;
     }
     let only = std::env::var("RT_BENCH_ONLY").ok();
     let wants = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g.trim() == group));
@@ -740,19 +776,23 @@ async fn main() {
         let due = now_ms() + 600_000;
         let hs = headers::replace(std::iter::empty(), &sample_headers(2, due));
         produce(&broker, &retry, backlog, 1_000, Some(&hs)).await;
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-        child.args(["--rss-child", &broker.bootstrap, &source]);
-        if broker.embedded.is_some() {
-            child.env("RT_BENCH_EMBEDDED_SETTINGS", "1");
-        }
-        let out = child.output().expect("child process");
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !text.contains("CHILD|") || text.contains("CHILD|0|") || text.ends_with("|0\n") || std::env::var("RUST_LOG").is_ok() {
-            eprintln!("rss child stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-        }
-        let line = text.lines().find(|l| l.starts_with("CHILD|")).unwrap_or("CHILD|0|0");
-        let parts: Vec<u64> = line.split('|').skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-        let (peak_mib, queued) = (parts[0] / 1024, parts[1]);
+        let child = |mode: &str, topic: &str| {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child.args([mode, &broker.bootstrap, topic]);
+            if broker.embedded.is_some() {
+                child.env("RT_BENCH_EMBEDDED_SETTINGS", "1");
+            }
+            let out = child.output().expect("child process");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !text.contains("CHILD|") || text.contains("CHILD|0|") || text.ends_with("|0\n") || std::env::var("RUST_LOG").is_ok() {
+                eprintln!("{mode} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            let line = text.lines().find(|l| l.starts_with("CHILD|")).unwrap_or("CHILD|0|0").to_owned();
+            let parts: Vec<u64> = line.split('|').skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+            (parts[0] / 1024, parts[1])
+        };
+        let (peak_mib, queued) = child("--rss-child", &source);
+        let (bare_mib, bare_paused) = child("--rss-bare-child", &retry);
         let limit = BUDGET_MIB + 32;
         row(
             &b,
@@ -764,6 +804,17 @@ async fn main() {
             },
             &format!("<= {limit} MiB"),
             Some(queued > 0 && peak_mib <= limit),
+        );
+        row(
+            &b,
+            "  bare consumer pausing each partition at its first record",
+            if bare_paused == PARTITIONS as u64 {
+                format!("{bare_mib} MiB")
+            } else {
+                format!("{bare_mib} MiB ({bare_paused} of {PARTITIONS} partitions read: not measured)")
+            },
+            "(context)",
+            None,
         );
     }
 
