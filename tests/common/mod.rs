@@ -329,6 +329,17 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
     }
 }
 
+/// [`eventually`], with `explain()` (what the test knows at the deadline) in the panic.
+pub async fn eventually_explained(within: Duration, what: &str, mut cond: impl FnMut() -> bool, explain: impl FnOnce() -> String) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}\n{}", explain());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Records a figure of the reliability run: printed, and appended to `$RT_FIGURES_LOG`
 /// for the table that the test command prints at the end.
 pub fn figure(broker: &Broker, line: &str) {

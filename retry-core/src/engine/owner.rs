@@ -168,8 +168,10 @@ pub(crate) fn spawn(
         async move {
             let _guard = guard;
             if let Some(previous) = previous {
+                tracing::debug!("waiting for the previous owner of this partition");
                 previous.wait().await;
             }
+            tracing::debug!(own_queue = owner.own.is_some(), "owner started");
             owner.run().await;
         }
         .instrument(span),
@@ -288,6 +290,7 @@ impl Owner {
                 else => break,
             }
         }
+        tracing::debug!(cancelled = self.cancel.is_cancelled(), stopped = self.stopped, queued = self.queue.len(), "owner ended");
         self.store();
         self.release_queue();
         self.shared.budget.release(std::mem::take(&mut self.unreleased));
@@ -305,6 +308,7 @@ impl Owner {
     /// and lets the held record go.
     fn apply_gate(&mut self) {
         let gate = *self.gate.borrow_and_update();
+        tracing::debug!(held = gate.held, probe_at = ?gate.probe_at_ms.map(format_ms), holding = self.breaker_hold, "circuit gate");
         if gate.held {
             if self.breaker_hold {
                 self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
@@ -320,6 +324,7 @@ impl Owner {
     /// Keeps `record` at the head of the queue, unhandled and uncommitted, until the gate
     /// opens (or the probe at `until_ms` may go); the partition is paused meanwhile.
     fn hold_for_breaker(&mut self, record: Record, until_ms: Option<i64>) {
+        tracing::debug!(offset = record.offset(), probe_at = ?until_ms.map(format_ms), "held for the circuit breaker");
         // Held for as long as the outage lasts: it keeps no other record's bytes alive.
         self.queue.push_front(record.unshared());
         self.breaker_hold = true;
@@ -360,6 +365,7 @@ impl Owner {
         }
         self.read_shape = read.shape;
         let mut records = read.records;
+        tracing::trace!(records = records.len(), first = ?records.first().map(Record::offset), "read");
         if self.stopped || records.is_empty() {
             return;
         }

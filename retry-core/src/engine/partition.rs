@@ -193,6 +193,7 @@ impl PartitionSlot {
             return false;
         }
         if state.reasons.insert(reason) == Transition::Pause {
+            tracing::debug!(topic = %self.topic, partition = self.partition, ?reason, "pausing");
             if let Err(e) = consumer.pause(&self.list()) {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "pause failed");
             }
@@ -207,6 +208,7 @@ impl PartitionSlot {
             return;
         }
         if state.reasons.remove(reason) == Transition::Resume {
+            tracing::debug!(topic = %self.topic, partition = self.partition, ?reason, "resuming");
             if let Err(e) = consumer.resume(&self.list()) {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "resume failed");
             }

@@ -217,6 +217,7 @@ impl ConsumerContext for ListenerContext {
                 let n = list.count();
                 let _ = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
                 tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
+                tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "revoked");
             }
             Rebalance::Error(_) => {}
         }
@@ -231,6 +232,7 @@ impl ConsumerContext for ListenerContext {
                 self.partitions.count.fetch_add(list.count(), Ordering::AcqRel);
                 self.partitions.assigned_now.notify_one();
                 tracing::info!(listener = %self.listener, partitions = list.count(), "partitions assigned");
+                tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "assigned");
                 // A partition comes back unpaused, whatever an earlier generation did to it.
                 if let Err(e) = consumer.resume(list) {
                     tracing::warn!(listener = %self.listener, error = %e, "could not clear pause state of assigned partitions");
