@@ -191,8 +191,8 @@ async fn an_outage_with_an_outlier_and_a_rebalance_while_open_loses_nothing_and_
 /// A partition paused when it is revoked (here its records are held by an operator's pause,
 /// before any offset of it was committed) and then assigned to the same member again is
 /// read again once the pause is lifted. librdkafka keeps an application's pause across the
-/// unassign, and the fenced owners can no longer lift it: without the runtime's resume at
-/// the edges of an assignment the partition that came back stays paused (102 of 200).
+/// unassign, and the fenced owners can no longer lift it: without the runtime's resume of
+/// each assigned partition, the partition that came back stays paused (102 of 200).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_revoked_while_paused_is_read_again_when_it_comes_back() {
     const N: usize = 200;

@@ -205,7 +205,7 @@ impl ClientContext for ListenerContext {
 }
 
 impl ConsumerContext for ListenerContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 if let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) {
@@ -214,11 +214,6 @@ impl ConsumerContext for ListenerContext {
             }
             Rebalance::Revoke(list) => {
                 self.partitions.revoke(&partitions_of(list));
-                // Nothing leaves the assignment paused: librdkafka keeps a partition's pause
-                // across an unassign, and the fenced owners can no longer lift it.
-                if let Err(e) = consumer.resume(list) {
-                    tracing::warn!(listener = %self.listener, error = %e, "could not clear pause state of revoked partitions");
-                }
                 let n = list.count();
                 let _ = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
                 tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
