@@ -316,25 +316,19 @@ pub fn partitions_of(bootstrap: &str, topic: &str) -> Option<usize> {
 }
 
 /// Waits until `cond` holds, checking every 50 ms; panics with `what` at the deadline.
-pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+pub async fn eventually(within: Duration, what: &str, cond: impl FnMut() -> bool) {
+    eventually_explained(within, what, cond, String::new).await;
 }
 
-/// [`eventually`], with `explain()` (what the test knows at the deadline) in the panic.
+/// [`eventually`], with `explain()` (what the test knows at the deadline, if anything)
+/// after `what` in the panic.
 pub async fn eventually_explained(within: Duration, what: &str, mut cond: impl FnMut() -> bool, explain: impl FnOnce() -> String) {
     let deadline = Instant::now() + within;
     while !cond() {
         if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for: {what}\n{}", explain());
+            let explained = explain();
+            let sep = if explained.is_empty() { "" } else { "\n" };
+            panic!("timed out after {within:?} waiting for: {what}{sep}{explained}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
