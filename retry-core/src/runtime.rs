@@ -288,8 +288,12 @@ impl Runtime {
         let mut metrics = Vec::new();
         let mut assignments = Vec::new();
         let mut circuits = Vec::new();
+        #[cfg(feature = "fault-injection")]
+        let mut clients = Vec::new();
         for (listener, consumer, partitions, assigned) in consumers {
             assignments.push(assigned);
+            #[cfg(feature = "fault-injection")]
+            clients.push((listener.name().to_owned(), Arc::downgrade(&consumer)));
             let topics = listener.topology().subscriptions();
             consumer
                 .subscribe(&topics)
@@ -319,7 +323,16 @@ impl Runtime {
                 let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
             }));
         }
-        Ok(RunningRuntime { shutdown, tasks, metrics, publisher, assignments, circuits })
+        Ok(RunningRuntime {
+            shutdown,
+            tasks,
+            metrics,
+            publisher,
+            assignments,
+            circuits,
+            #[cfg(feature = "fault-injection")]
+            clients,
+        })
     }
 
     /// Starts, runs until `signal` completes, then shuts down gracefully.
@@ -346,6 +359,10 @@ pub struct RunningRuntime {
     publisher: Arc<Publisher>,
     assignments: Vec<Arc<AtomicUsize>>,
     circuits: Vec<(String, Arc<Circuit>)>,
+    /// The listeners' consumers, for fault injection (weak: closing them stays the
+    /// listeners' task).
+    #[cfg(feature = "fault-injection")]
+    clients: Vec<(String, std::sync::Weak<engine::ListenerConsumer>)>,
 }
 
 impl std::fmt::Debug for RunningRuntime {
@@ -375,6 +392,26 @@ impl RunningRuntime {
     /// its partitions resume where they stopped, in order.
     pub fn resume(&self, listener: &str) -> Result<()> {
         self.circuit(listener).map(|c| c.resume())
+    }
+
+    /// Fault injection, for tests: pauses `partition` of `topic` in the Kafka client of
+    /// `listener`, behind the runtime's back, as librdkafka itself leaves a partition when
+    /// it loses a resume (confluentinc/librdkafka#5591). The runtime must notice and read
+    /// the partition again. Errs for an unknown listener or partition, or a stopped one.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn pause_in_client(&self, listener: &str, topic: &str, partition: i32) -> Result<()> {
+        let consumer = self
+            .clients
+            .iter()
+            .find(|(n, _)| n == listener)
+            .and_then(|(_, c)| c.upgrade())
+            .ok_or_else(|| ConfigError::new("listener", format!("no running listener named `{listener}` in this runtime")))?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        consumer.pause(&list).map_err(|e| Error::kafka(format!("pausing {topic} [{partition}]"), e))?;
+        // librdkafka answers per partition, in the list.
+        list.elements()[0].error().map_err(|e| Error::kafka(format!("pausing {topic} [{partition}]"), e))
     }
 
     fn circuit(&self, listener: &str) -> Result<&Circuit> {

@@ -33,7 +33,8 @@ use crate::record::Record;
 
 /// Messages taken from the stream without waiting before the batches are handed over.
 const MAX_DRAIN: usize = 2_048;
-/// How often the paused-partitions gauges are sampled.
+/// How often the paused-partitions gauges are sampled and the partitions with no reason to
+/// be paused are resumed again (see [`Dispatcher::reassert_resumed`]).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How long shutting down waits to have left the group (see [`leave_group`]).
 const LEAVE_WITHIN: Duration = Duration::from_secs(10);
@@ -91,6 +92,7 @@ pub(crate) async fn run(
                 () = shutdown.cancelled() => break,
                 _ = sample.tick() => {
                     d.sample_paused();
+                    d.reassert_resumed(&consumer);
                     continue;
                 }
                 Some(request) = requests.recv() => {
@@ -132,6 +134,17 @@ impl Dispatcher {
             }
         }
         self.shared.metrics.set_paused(counts);
+    }
+
+    /// Resumes again, in the client, every partition that has no reason to be paused, in
+    /// case librdkafka lost a resume ([`PartitionSlot::reassert_resumed`]): a partition
+    /// stuck that way is read again within [`SAMPLE_EVERY`].
+    fn reassert_resumed(&self, consumer: &ListenerConsumer) {
+        let slots: Vec<Arc<PartitionSlot>> =
+            self.partitions.assigned.lock().expect("partitions lock").values().map(|a| Arc::clone(&a.slot)).collect();
+        for slot in slots {
+            slot.reassert_resumed(consumer);
+        }
     }
 
     fn take(&mut self, consumer: &ListenerConsumer, message: Result<BorrowedMessage<'_>, KafkaError>) {

@@ -215,6 +215,25 @@ impl PartitionSlot {
         }
     }
 
+    /// Resumes the partition in the client again if it has no reason to be paused: a resume
+    /// can be lost inside librdkafka, which then keeps the partition paused for good while
+    /// reporting success. librdkafka drops a pause or resume whose version barrier was
+    /// overtaken by another one (confluentinc/librdkafka#5591), as when the resume of a
+    /// partition that comes back paused from an earlier assignment races with librdkafka
+    /// starting to fetch it. For a partition the client does not hold paused this is a
+    /// no-op inside librdkafka (no barrier, no message dropped). `false` if revoked or
+    /// paused for a reason.
+    pub(crate) fn reassert_resumed<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C) -> bool {
+        let state = self.state.lock().expect("partition lock");
+        if self.is_revoked() || state.reasons != PauseReasons::default() {
+            return false;
+        }
+        if let Err(e) = consumer.resume(&self.list()) {
+            tracing::debug!(topic = %self.topic, partition = self.partition, error = %e, "resume failed");
+        }
+        true
+    }
+
     /// Backpressure: the record at `offset`, of `bytes`, does not fit in `budget`. Pauses
     /// the partition (reason backpressure) and seeks it back to that record, read again
     /// once the budget has room for it ([`Budget::want`]); `first`: the first hold of a

@@ -234,6 +234,8 @@ impl ConsumerContext for ListenerContext {
                 tracing::info!(listener = %self.listener, partitions = list.count(), "partitions assigned");
                 tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "assigned");
                 // A partition comes back unpaused, whatever an earlier generation did to it.
+                // librdkafka may lose this resume (confluentinc/librdkafka#5591); the
+                // dispatcher resumes each unpaused partition again every second.
                 if let Err(e) = consumer.resume(list) {
                     tracing::warn!(listener = %self.listener, error = %e, "could not clear pause state of assigned partitions");
                 }
