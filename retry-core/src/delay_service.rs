@@ -1,6 +1,6 @@
 //! The delay service: a listener that holds each record of a request topic for the delay
-//! its headers ask for, on the [ladder](crate::ladder), then delivers it to the topic they
-//! name; usable from any language (the headers are in [`delay_request`](crate::delay_request)).
+//! its headers ask for, on the [ladder], then delivers it to the topic they
+//! name; usable from any language (the headers are in [`delay_request`]).
 //!
 //! It is a listener like any other (same pipeline, same metrics): a request is attempt 1,
 //! which asks for its own delay ([`HandlerError::retry_after`]); the ladder holds it; when

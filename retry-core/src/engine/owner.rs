@@ -17,7 +17,9 @@
 //! A retry record that is not due pauses the partition (reason not-due) until it is; for a
 //! long wait the records queued behind it are dropped and the partition sought back to
 //! them, so a not-due backlog costs one record of memory. Every pause, resume and seek of
-//! a partition with its own queue happens on its owner's task, the one that reads it.
+//! a partition with its own queue happens on its owner's task, the one that reads it (the
+//! dispatcher only repeats the resume of a partition with no reason to be paused, in case
+//! librdkafka lost it: [`PartitionSlot::reassert_resumed`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
