@@ -370,17 +370,7 @@ async fn a_partition_left_paused_by_the_client_is_read_again() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("lost-resume"), broker.unique("g"));
     let calls = Calls::default();
-    let recorded = calls.clone();
-    let listener = Listener::builder("lost-resume")
-        .topics([topic.as_str()])
-        .group(&group)
-        .policy(policy(2, 10).build().unwrap())
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            async { Ok::<(), HandlerError>(()) }
-        }))
-        .build()
-        .unwrap();
+    let listener = recorded_listener("lost-resume", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
     broker.prepare(&listener, 1).await;
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
