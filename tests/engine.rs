@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::recorder::{recorded_listener, recording, Calls};
 use common::{eventually, now_ms, Broker};
-use retryable_topic::headers::{names, FailureKind};
+use retryable_topic::headers::{self, names, FailureKind, HeaderFormat};
 use retryable_topic::{Backoff, DltStrategy, Error, HandlerError, Listener, RetryPolicy};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -141,13 +141,26 @@ async fn a_paused_retry_partition_does_not_hold_up_the_source_topic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_headers_are_replaced_so_the_record_never_grows() {
+    headers_are_replaced(HeaderFormat::Packed, names::RETRY, 2).await;
+}
+
+/// For a rolling upgrade from 0.1: format 1, one header per field, still written on
+/// request, read, and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_1_retry_headers_are_written_on_request_and_replaced_too() {
+    headers_are_replaced(HeaderFormat::PerField, names::ATTEMPT, 11).await;
+}
+
+/// A record failing 101 times in `format`: every retry is the same size, user headers pass
+/// through once, `marker` appears once and the framework's headers number `framework`.
+async fn headers_are_replaced(format: HeaderFormat, marker: &str, framework: usize) {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("size"), broker.unique("g"));
     let calls = Calls::default();
     let listener = recorded_listener("size", &topic, &group, policy(101, 1).build().unwrap(), &calls, |_| fail("boom"));
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().header_format(format).listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
     let (_, offset) = broker
         .produce(
@@ -176,7 +189,8 @@ async fn retry_headers_are_replaced_so_the_record_never_grows() {
             ("empty".to_owned(), None)
         ]
     );
-    assert_eq!(last.headers().filter(|(n, _)| *n == names::ATTEMPT).count(), 1);
+    assert_eq!(last.headers().filter(|(n, _)| *n == marker).count(), 1);
+    assert_eq!(last.headers().filter(|(n, _)| headers::is_framework_header(n)).count(), framework);
 
     let dead = &broker.read(&dlt, 1).await[0];
     let h = dead.retry_headers().unwrap();

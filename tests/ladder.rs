@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
 use common::{eventually, Broker};
-use retryable_topic::headers::names;
 use retryable_topic::ladder;
 use retryable_topic::{Backoff, HandlerError, RetryPolicy, TopicStrategy};
 
@@ -89,7 +88,7 @@ async fn the_ladder_delivers_any_delay_never_early_through_few_topics() {
         let written = broker.read_until(tier_topic, WAIT, &format!("{expected} records"), |out| out.len() >= expected).await;
         let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         for r in &written {
-            let leave = r.header(names::HOP_DUE).map(|v| i64::from_be_bytes(v.try_into().unwrap())).expect("hop header");
+            let leave = r.retry_headers().and_then(|h| h.hop.as_ref()).map(|hop| hop.leave_at_ms).expect("hop header");
             by_partition.entry(r.partition()).or_default().push(leave);
         }
         for (p, leaves) in by_partition {

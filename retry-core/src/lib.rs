@@ -65,6 +65,7 @@ pub mod time;
 pub use backoff::Backoff;
 pub use breaker::CircuitBreaker;
 pub use error::{ConfigError, Error, Result};
+pub use headers::HeaderFormat;
 pub use policy::{DltStrategy, RetryPolicy, RetryPolicyBuilder, TopicSpec, TopicStrategy};
 pub use topics::GroupNaming;
 

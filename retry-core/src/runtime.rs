@@ -37,6 +37,7 @@ use crate::config::client_error;
 use crate::config::KafkaConfig;
 use crate::engine::{self, Budget, Circuit, ListenerConsumer, ListenerContext, Partitions, Publisher, Shared};
 use crate::error::{ConfigError, Error, Result};
+use crate::headers::HeaderFormat;
 use crate::listener::Listener;
 use crate::metrics::{Metrics, MetricsSnapshot};
 
@@ -53,6 +54,7 @@ pub struct RuntimeBuilder {
     startup_timeout: Option<Duration>,
     shutdown_grace: Option<Duration>,
     rebalance_grace: Option<Duration>,
+    header_format: HeaderFormat,
     #[cfg(feature = "prometheus")]
     prometheus: Option<String>,
 }
@@ -113,6 +115,13 @@ impl RuntimeBuilder {
                 Err(e) => self.errors.push(e),
             }
         }
+        self
+    }
+    /// How retry headers are written (both formats are always read). The default,
+    /// [`HeaderFormat::Packed`], is not readable by this crate's 0.1: while instances of
+    /// 0.1 share a group with this one, write [`HeaderFormat::PerField`].
+    pub fn header_format(mut self, format: HeaderFormat) -> Self {
+        self.header_format = format;
         self
     }
     /// How long startup may wait for metadata and topic creation.
@@ -197,6 +206,7 @@ impl RuntimeBuilder {
             startup_timeout,
             shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(30)),
             rebalance_grace: self.rebalance_grace.unwrap_or(Duration::from_secs(10)),
+            header_format: self.header_format,
         })
     }
 }
@@ -213,6 +223,7 @@ pub struct Runtime {
     startup_timeout: Duration,
     shutdown_grace: Duration,
     rebalance_grace: Duration,
+    header_format: HeaderFormat,
 }
 
 impl Runtime {
@@ -282,7 +293,7 @@ impl Runtime {
             tracing::info!(%address, "serving metrics at http://{address}/metrics");
         }
 
-        let publisher = Arc::new(Publisher::new(producer));
+        let publisher = Arc::new(Publisher::new(producer, self.header_format));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut metrics = Vec::new();

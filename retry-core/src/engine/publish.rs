@@ -10,12 +10,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::headers::{self, RetryHeaders};
+use crate::headers::{self, HeaderFormat, RetryHeaders};
 use crate::record::Record;
 
 /// Publishes records with fresh framework headers.
 pub(crate) struct Publisher {
     producer: FutureProducer,
+    format: HeaderFormat,
 }
 
 /// How a publish failed.
@@ -57,8 +58,8 @@ pub(crate) fn is_permanent(error: &KafkaError) -> bool {
 }
 
 impl Publisher {
-    pub(crate) fn new(producer: FutureProducer) -> Self {
-        Publisher { producer }
+    pub(crate) fn new(producer: FutureProducer, format: HeaderFormat) -> Self {
+        Publisher { producer, format }
     }
 
     pub(crate) fn producer(&self) -> &FutureProducer {
@@ -73,7 +74,7 @@ impl Publisher {
         for (key, value) in record.user_headers() {
             out = out.insert(Header { key, value });
         }
-        let out = retry.fold_encoded(out, |out, key, value| out.insert(Header { key, value: Some(value) }));
+        let out = retry.fold_encoded(self.format, out, |out, key, value| out.insert(Header { key, value: Some(value) }));
         let mut message = FutureRecord::<[u8], [u8]>::to(topic).headers(out);
         if let Some(k) = record.key() {
             message = message.key(k);
