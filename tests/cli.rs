@@ -12,6 +12,7 @@ use std::time::Duration;
 use assert_cmd::Command;
 use common::recorder::{recorded_listener, Calls};
 use common::{eventually, partitions_of, Broker, Capability};
+use retryable_topic::headers::names;
 use retryable_topic::{DltStrategy, HandlerError, RetryPolicy};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -109,6 +110,16 @@ async fn a_dlt_filled_by_a_listener_is_inspected_and_replayed_once() {
     eventually(WAIT, "the record handled from the retry topic", || calls.count("bad3", 2) == 1).await;
     let h = calls.of("bad3").pop().unwrap().record.retry_headers().cloned().expect("retry headers");
     assert_eq!((h.original_topic.as_str(), h.original_offset), (topic.as_str(), 3));
+    let packed = calls.of("bad3").pop().unwrap().record;
+    assert!(packed.header(names::RETRY).is_some() && packed.header(names::ATTEMPT).is_none());
+    // In format 1 on request, for a group that still has instances of 0.1.
+    let args = ["dlt", "replay", &dlt, "--to", "retry", "--group", "fourth", "--key", "bad2", "--header-format", "per_field"];
+    let per_field = stdout(cli(&broker).args(args));
+    assert!(per_field.contains("replayed 1"), "{per_field}");
+    eventually(WAIT, "the format 1 record handled from the retry topic", || calls.count("bad2", 2) == 1).await;
+    let r = calls.of("bad2").pop().unwrap().record;
+    assert!(r.header(names::ATTEMPT).is_some() && r.header(names::RETRY).is_none());
+    assert_eq!(r.retry_headers().map(|h| h.original_topic.as_str()), Some(topic.as_str()));
     running.shutdown().await;
 }
 

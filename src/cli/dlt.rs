@@ -13,7 +13,7 @@ use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use retry_core::headers::{self, FailureKind, RetryHeaders};
+use retry_core::headers::{self, FailureKind, HeaderFormat, RetryHeaders};
 use retry_core::time::{format_ms, now_ms};
 use retry_core::{ConfigError, Error, KafkaConfig};
 
@@ -57,6 +57,10 @@ pub(super) enum DltCommand {
         /// Whether the listener's topic names carry its group, for `--to retry`.
         #[arg(long, value_enum, default_value_t = Named::PerGroup)]
         group_naming: Named,
+        /// The retry headers' format, for `--to retry`: `per_field` while instances of 0.1
+        /// (which read only that) share the listener's group.
+        #[arg(long, value_enum, default_value_t = Named::Packed)]
+        header_format: Named,
     },
 }
 
@@ -246,7 +250,13 @@ fn row(d: &DeadLetter) -> Vec<String> {
 }
 
 /// The topic and headers a dead letter is replayed with.
-fn destination(d: &DeadLetter, to: &str, suffix: &str, naming: retry_core::GroupNaming) -> Result<(String, HeaderList), String> {
+fn destination(
+    d: &DeadLetter,
+    to: &str,
+    suffix: &str,
+    naming: retry_core::GroupNaming,
+    format: HeaderFormat,
+) -> Result<(String, HeaderList), String> {
     let user = || d.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
     let h = match &d.retry {
         Ok(Some(h)) => Some(h),
@@ -271,7 +281,7 @@ fn destination(d: &DeadLetter, to: &str, suffix: &str, naming: retry_core::Group
                 ..h.clone()
             };
             let fresh = RetryHeaders { error: headers::truncate_utf8(&fresh.error, headers::MAX_ERROR_BYTES).to_owned(), ..fresh };
-            Ok((topic, headers::for_replay(user(), Some(&fresh))))
+            Ok((topic, headers::for_replay(user(), Some((&fresh, format)))))
         }
         topic => Ok((topic.to_owned(), headers::for_replay(user(), None))),
     }
@@ -305,9 +315,10 @@ pub(super) async fn run(command: &DltCommand, config: &KafkaConfig, timeout: Dur
                 println!("{} dead letters", shown.len());
             }
         }
-        DltCommand::Replay { topic, to, filter, rate, dry_run, group, suffix, group_naming } => {
+        DltCommand::Replay { topic, to, filter, rate, dry_run, group, suffix, group_naming, header_format } => {
             filter.check()?;
             let naming = group_naming.pick("--group-naming", &retry_core::GroupNaming::NAMES)?;
+            let format = header_format.pick("--header-format", &HeaderFormat::NAMES)?;
             let group = group.clone().unwrap_or_else(|| format!("{topic}-replay"));
             let (consumer, ends) = open(config, topic, &group, timeout)?;
             let producer: FutureProducer = config.to_client_config().create().map_err(|e| kafka("producer", e))?;
@@ -330,7 +341,7 @@ pub(super) async fn run(command: &DltCommand, config: &KafkaConfig, timeout: Dur
             })?;
             let started = Instant::now();
             for (i, d) in pending.iter().enumerate() {
-                match destination(d, to, suffix, naming) {
+                match destination(d, to, suffix, naming, format) {
                     Err(why) => {
                         failed += 1;
                         eprintln!("cannot replay {}@{} (key {}): {why}", d.partition, d.offset, d.key_text());

@@ -92,6 +92,8 @@ enum Named {
     Ladder,
     PerGroup,
     Shared,
+    Packed,
+    PerField,
 }
 
 impl Named {
