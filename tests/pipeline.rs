@@ -360,7 +360,7 @@ async fn a_consumer_error_on_one_topic_does_not_hold_up_the_others() {
 
 /// librdkafka can lose a resume and then keep the partition paused for good while reporting
 /// success (confluentinc/librdkafka#5591). Seen here as a partition that was never read
-/// again after a rebalance, about one run in fifty of a breaker test: gdb showed the
+/// again after a rebalance, about one run in 45 of a breaker test: gdb showed the
 /// client holding it paused by the application while its owner had no reason to pause
 /// it. Injected here by pausing the partition in the client behind the runtime's back; the
 /// runtime resumes every partition with no reason to be paused again, so the records

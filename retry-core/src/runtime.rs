@@ -420,9 +420,10 @@ impl RunningRuntime {
             .ok_or_else(|| ConfigError::new("listener", format!("no running listener named `{listener}` in this runtime")))?;
         let mut list = rdkafka::TopicPartitionList::new();
         list.add_partition(topic, partition);
-        consumer.pause(&list).map_err(|e| Error::kafka(format!("pausing {topic} [{partition}]"), e))?;
+        let failed = |e| Error::kafka(format!("pausing {topic} [{partition}]"), e);
+        consumer.pause(&list).map_err(failed)?;
         // librdkafka answers per partition, in the list.
-        list.elements()[0].error().map_err(|e| Error::kafka(format!("pausing {topic} [{partition}]"), e))
+        list.elements()[0].error().map_err(failed)
     }
 
     fn circuit(&self, listener: &str) -> Result<&Circuit> {

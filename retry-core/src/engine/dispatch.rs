@@ -34,7 +34,7 @@ use crate::record::Record;
 /// Messages taken from the stream without waiting before the batches are handed over.
 const MAX_DRAIN: usize = 2_048;
 /// How often the paused-partitions gauges are sampled and the partitions with no reason to
-/// be paused are resumed again (see [`Dispatcher::reassert_resumed`]).
+/// be paused are resumed again (see [`Dispatcher::tick`]).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How long shutting down waits to have left the group (see [`leave_group`]).
 const LEAVE_WITHIN: Duration = Duration::from_secs(10);
@@ -91,8 +91,7 @@ pub(crate) async fn run(
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = sample.tick() => {
-                    d.sample_paused();
-                    d.reassert_resumed(&consumer);
+                    d.tick(&consumer);
                     continue;
                 }
                 Some(request) = requests.recv() => {
@@ -124,27 +123,23 @@ pub(crate) async fn run(
 }
 
 impl Dispatcher {
-    /// Sets the paused-partitions gauges from the partitions' own state.
-    fn sample_paused(&self) {
+    /// Once every [`SAMPLE_EVERY`], in one pass over the assigned partitions: sets the
+    /// paused-partitions gauges from their own state, and resumes again, in the client, each
+    /// one that has no reason to be paused, in case librdkafka lost a resume
+    /// ([`PartitionSlot::reassert_resumed`]): a partition stuck that way is read again
+    /// within [`SAMPLE_EVERY`].
+    fn tick(&self, consumer: &ListenerConsumer) {
+        let slots: Vec<Arc<PartitionSlot>> =
+            self.partitions.assigned.lock().expect("partitions lock").values().map(|a| Arc::clone(&a.slot)).collect();
         let mut counts = [0; 4];
-        for a in self.partitions.assigned.lock().expect("partitions lock").values() {
-            let reasons = a.slot.pause_reasons();
+        for slot in slots {
+            let reasons = slot.pause_reasons();
             for (n, reason) in counts.iter_mut().zip(PauseReason::ALL) {
                 *n += usize::from(reasons.contains(reason));
             }
-        }
-        self.shared.metrics.set_paused(counts);
-    }
-
-    /// Resumes again, in the client, every partition that has no reason to be paused, in
-    /// case librdkafka lost a resume ([`PartitionSlot::reassert_resumed`]): a partition
-    /// stuck that way is read again within [`SAMPLE_EVERY`].
-    fn reassert_resumed(&self, consumer: &ListenerConsumer) {
-        let slots: Vec<Arc<PartitionSlot>> =
-            self.partitions.assigned.lock().expect("partitions lock").values().map(|a| Arc::clone(&a.slot)).collect();
-        for slot in slots {
             slot.reassert_resumed(consumer);
         }
+        self.shared.metrics.set_paused(counts);
     }
 
     fn take(&mut self, consumer: &ListenerConsumer, message: Result<BorrowedMessage<'_>, KafkaError>) {
