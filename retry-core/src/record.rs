@@ -63,9 +63,9 @@ struct Span {
 const HEADER_BYTES_GUESS: usize = 32;
 
 /// What the headers of a partition's last read took per record, so the next read's copies
-/// are sized once: the records of a retry topic carry a dozen headers, those of a source
-/// topic usually none, and growing the buffers of a whole read record by record costs
-/// copies and reallocations.
+/// are sized once: the records of a retry topic carry the retry headers (two, eleven in
+/// format 1) and the user's, those of a source topic usually none, and growing the buffers
+/// of a whole read record by record costs copies and reallocations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ReadShape {
     records: usize,
