@@ -50,9 +50,26 @@ fn listener(
     breaker: bool,
     log: &Log,
 ) -> Listener {
+    listener_with(name, topic, group, attempts, outage, poison, breaker, log, 1)
+}
+
+/// [`listener`] with `key_concurrency` calls per partition at once.
+#[allow(clippy::too_many_arguments)]
+fn listener_with(
+    name: &str,
+    topic: &str,
+    group: &str,
+    attempts: u32,
+    outage: Duration,
+    poison: Option<&'static str>,
+    breaker: bool,
+    log: &Log,
+    key_concurrency: usize,
+) -> Listener {
     let log = log.clone();
     let started = Arc::new(OnceLock::<Instant>::new());
     let mut b = Listener::builder(name)
+        .key_concurrency(key_concurrency)
         .topics([topic])
         .group(group)
         .policy(RetryPolicy::builder().attempts(attempts).backoff(Backoff::fixed(Duration::from_millis(500))).build().unwrap())
@@ -99,10 +116,10 @@ fn assert_in_order(log: &Log) {
     }
 }
 
-async fn run_outage(broker: &Broker, breaker: bool) -> (MetricsSnapshot, Log, String, String) {
+async fn run_outage(broker: &Broker, breaker: bool, key_concurrency: usize) -> (MetricsSnapshot, Log, String, String) {
     let (topic, group) = (broker.unique("outage"), broker.unique("g"));
     let log = Log::default();
-    let l = listener("store", &topic, &group, 10, Duration::from_secs(3), None, breaker, &log);
+    let l = listener_with("store", &topic, &group, 10, Duration::from_secs(3), None, breaker, &log, key_concurrency);
     broker.prepare(&l, PARTITIONS).await;
     produce(broker, &topic, RECORDS, &[]).await;
     let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
@@ -114,8 +131,8 @@ async fn run_outage(broker: &Broker, breaker: bool) -> (MetricsSnapshot, Log, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_pauses_the_listener_instead_of_flooding_the_retry_topic() {
     let broker = Broker::get();
-    let (plain, _, _, _) = run_outage(&broker, false).await;
-    let (m, log, topic, group) = run_outage(&broker, true).await;
+    let (plain, _, _, _) = run_outage(&broker, false, 1).await;
+    let (m, log, topic, group) = run_outage(&broker, true, 1).await;
     figure(&broker, &format!("3 s outage over {RECORDS} records: republished {} with the breaker, {} without", m.retried, plain.retried));
     assert!(m.retried <= (RECORDS / 100) as u64, "with the breaker at most 1% republished: {m}");
     assert!(plain.retried > m.retried * 10, "without the breaker the outage floods the retry topic: {plain}");
@@ -123,6 +140,25 @@ async fn an_outage_pauses_the_listener_instead_of_flooding_the_retry_topic() {
     assert_eq!(m.breaker_open, 0, "closed at the end: {m}");
     assert_eq!((m.dead_lettered, m.dropped, m.stopped_partitions), (0, 0, 0), "{m}");
     assert_in_order(&log);
+    let committed: i64 = broker.committed(&group, &topic).iter().sum();
+    assert_eq!(committed, RECORDS as i64, "every source record committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_key_concurrency_the_calls_in_hand_when_the_breaker_opens_are_parked_not_republished() {
+    // Eight calls per partition at once: when the breaker opens, the calls that were in
+    // the handler come back failed; they keep their place (nothing is committed past
+    // them), are not republished, and are called again first once the store heals.
+    let broker = Broker::get();
+    let (m, log, topic, group) = run_outage(&broker, true, 8).await;
+    figure(&broker, &format!("3 s outage over {RECORDS} records, 8 calls per partition at once: republished {}", m.retried));
+    assert!(m.retried <= (RECORDS / 100) as u64, "with the breaker at most 1% republished: {m}");
+    assert!(m.breaker_opened >= 1 && m.breaker_closed >= 1 && m.held_by_breaker >= 1, "{m}");
+    assert_eq!(m.breaker_open, 0, "closed at the end: {m}");
+    assert_eq!((m.dead_lettered, m.dropped, m.stopped_partitions), (0, 0, 0), "{m}");
+    let handled = log.handled_keys();
+    let held_then_handled = log.all().iter().filter(|c| !c.4 && c.3 == 1 && handled.contains(&c.2)).count();
+    assert!(held_then_handled >= 1, "some record failed in the outage and was handled after it");
     let committed: i64 = broker.committed(&group, &topic).iter().sum();
     assert_eq!(committed, RECORDS as i64, "every source record committed");
 }

@@ -29,7 +29,11 @@ struct Inner {
     topology: Topology,
     max_queued_bytes: usize,
     circuit_breaker: Option<CircuitBreaker>,
+    key_concurrency: usize,
 }
+
+/// The most records of one partition a listener may have in its handler at once.
+pub const MAX_KEY_CONCURRENCY: usize = 1_024;
 
 /// A validated listener; cheap to clone.
 #[derive(Clone)]
@@ -59,6 +63,7 @@ impl Listener {
             handler: None,
             max_queued_bytes: None,
             circuit_breaker: None,
+            key_concurrency: None,
         }
     }
     /// Its name.
@@ -88,6 +93,11 @@ impl Listener {
     pub fn circuit_breaker(&self) -> Option<&CircuitBreaker> {
         self.inner.circuit_breaker.as_ref()
     }
+    /// How many records of one partition may be in its handler at once (1: one at a time,
+    /// in offset order); see [`ListenerBuilder::key_concurrency`].
+    pub fn key_concurrency(&self) -> usize {
+        self.inner.key_concurrency
+    }
     /// A builder for a listener of this listener's DLTs: group `<group>-dlt`, one attempt,
     /// no DLT of its own. Set its handler and build.
     pub fn dead_letter_listener(&self, name: impl Into<String>) -> Result<ListenerBuilder> {
@@ -110,6 +120,7 @@ pub struct ListenerBuilder {
     handler: Option<Arc<dyn Handler>>,
     max_queued_bytes: Option<usize>,
     circuit_breaker: Option<CircuitBreaker>,
+    key_concurrency: Option<usize>,
 }
 
 impl ListenerBuilder {
@@ -155,6 +166,20 @@ impl ListenerBuilder {
         self.circuit_breaker = Some(breaker);
         self
     }
+    /// Lets up to `n` records of each partition be in the handler at once, never two with
+    /// the same key: the records of one key are handled one after the other, in offset
+    /// order (records without a key count as one key). Default 1: a partition's records
+    /// one at a time, in offset order. For a handler that waits (a database, a remote
+    /// call) this multiplies what a partition can do by up to `n`.
+    ///
+    /// Records start in offset order; one whose key is still in the handler waits, and so
+    /// do the records behind it. Offsets are stored as a contiguous watermark: a record's
+    /// offset passes only when every record before it is done, so a crash handles again
+    /// at most what was in flight, as always. At most [`MAX_KEY_CONCURRENCY`].
+    pub fn key_concurrency(mut self, n: usize) -> Self {
+        self.key_concurrency = Some(n);
+        self
+    }
     /// Checks everything and derives the topic names.
     pub fn build(self) -> Result<Listener> {
         if self.name.is_empty() {
@@ -172,8 +197,15 @@ impl ListenerBuilder {
         if let Some(Err(mut errors)) = self.circuit_breaker.as_ref().map(CircuitBreaker::check) {
             return Err(errors.swap_remove(0).into());
         }
+        let key_concurrency = match self.key_concurrency {
+            Some(n) if n == 0 || n > MAX_KEY_CONCURRENCY => {
+                return Err(ConfigError::new("key_concurrency", format!("must be from 1 to {MAX_KEY_CONCURRENCY}, not {n}")).into())
+            }
+            n => n.unwrap_or(1),
+        };
         let circuit_breaker = self.circuit_breaker;
-        Ok(Listener { inner: Arc::new(Inner { name: self.name, group, policy, handler, topology, max_queued_bytes, circuit_breaker }) })
+        let inner = Inner { name: self.name, group, policy, handler, topology, max_queued_bytes, circuit_breaker, key_concurrency };
+        Ok(Listener { inner: Arc::new(inner) })
     }
 }
 
@@ -205,6 +237,10 @@ mod tests {
         assert!(err(Listener::builder("l").topics(["a"]).group("g")).contains("`handler`"));
         assert!(err(Listener::builder("l").topics(["a b"]).group("g").handler(noop())).contains("a b"));
         assert!(err(Listener::builder("l").topics(["a", "a-retries-g"]).group("g").handler(noop())).contains("a-retries-g"));
+        let concurrency = |n| Listener::builder("l").topics(["a"]).group("g").handler(noop()).key_concurrency(n);
+        assert!(err(concurrency(0)).contains("`key_concurrency`"));
+        assert!(err(concurrency(MAX_KEY_CONCURRENCY + 1)).contains("1025"));
+        assert_eq!(concurrency(8).build().unwrap().key_concurrency(), 8);
     }
 
     #[test]

@@ -35,12 +35,12 @@ pub(crate) struct Circuit {
 }
 
 /// The one probe call; reports itself abandoned if dropped without an outcome.
-pub(crate) struct Probe<'a> {
-    circuit: &'a Circuit,
+pub(crate) struct Probe {
+    circuit: Arc<Circuit>,
     reported: bool,
 }
 
-impl Probe<'_> {
+impl Probe {
     /// The probe's outcome: `ok` unless the handler failed in a retryable way.
     pub(crate) fn report(mut self, ok: bool) {
         self.reported = true;
@@ -48,7 +48,7 @@ impl Probe<'_> {
     }
 }
 
-impl Drop for Probe<'_> {
+impl Drop for Probe {
     fn drop(&mut self) {
         if !self.reported {
             let mut b = self.circuit.lock();
@@ -62,11 +62,11 @@ impl Drop for Probe<'_> {
 }
 
 /// Whether a record may be handled now.
-pub(crate) enum Pass<'a> {
+pub(crate) enum Pass {
     /// Go; report the outcome with [`Circuit::record`].
     Go,
     /// Go as the probe; report through it.
-    Probe(Probe<'a>),
+    Probe(Probe),
     /// Hold the record; wait for the gate (until `Some(ms)` at the latest).
     Wait(Option<i64>),
 }
@@ -112,7 +112,7 @@ impl Circuit {
     }
 
     /// Asks to handle a record now.
-    pub(crate) fn admit(&self) -> Pass<'_> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Pass {
         if self.manual.load(Ordering::Acquire) {
             return Pass::Wait(None);
         }
@@ -127,7 +127,7 @@ impl Circuit {
                 self.metrics.inc_breaker_probes();
                 tracing::info!("circuit half-open: trying one record");
                 self.publish();
-                Pass::Probe(Probe { circuit: self, reported: false })
+                Pass::Probe(Probe { circuit: Arc::clone(self), reported: false })
             }
             Admission::Wait(until) => Pass::Wait(until),
         }

@@ -14,6 +14,13 @@
 //! window), and an offset is stored only when every record before it is handled,
 //! acknowledged in a retry topic or DLT, or dropped under `NoDlt`.
 //!
+//! With [`key_concurrency`](crate::ListenerBuilder::key_concurrency) above 1, up to that
+//! many handler calls run at once on the owner's task, never two of one key: each record
+//! takes its place in the window when it starts, in offset order, and the head of the queue
+//! waits while a record of its key is in the handler. A call that comes back held by the
+//! circuit breaker keeps its place and is parked, to be called again first when the gate
+//! opens.
+//!
 //! A retry record that is not due pauses the partition (reason not-due) until it is; for a
 //! long wait the records queued behind it are dropped and the partition sought back to
 //! them, so a not-due backlog costs one record of memory. Every pause, resume and seek of
@@ -21,25 +28,29 @@
 //! dispatcher only repeats the resume of a partition with no reason to be paused, in case
 //! librdkafka lost it: [`PartitionSlot::reassert_resumed`]).
 
-use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use futures::future::OptionFuture;
-use futures::FutureExt;
+use futures::future::{BoxFuture, OptionFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::circuit::{self, Gate, Pass};
+use super::circuit::{self, Gate, Pass, Probe};
 use super::execute;
 use super::partition::{PartitionSlot, PauseReason, ReadPosition};
 use super::publish::{acknowledged, PublishError};
 use super::queue::{self, OwnQueue, Read};
 use super::window::{Released, Window};
 use super::Shared;
+use crate::failure::HandlerError;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
 use crate::record::{ReadShape, Record};
@@ -140,7 +151,13 @@ pub(crate) fn spawn(
     let span = tracing::info_span!("partition", listener = %shared.listener.name(), topic = %slot.topic(), partition = slot.partition(), generation = slot.generation());
     let source = shared.listener.topology().role(slot.topic()).map(|r| r.source().clone());
     let gate = shared.circuit.subscribe();
+    let concurrency = shared.listener.key_concurrency();
     let owner = Owner {
+        concurrency,
+        running: FuturesUnordered::new(),
+        busy_keys: HashSet::new(),
+        keys: RandomState::new(),
+        parked: VecDeque::new(),
         shared,
         gate,
         breaker_hold: false,
@@ -231,6 +248,43 @@ struct Owner {
     stopped: bool,
     /// This partition's share of the in-flight gauge.
     reported_in_flight: usize,
+    /// Handler calls at once (1: inline, one record at a time).
+    concurrency: usize,
+    /// Handler calls under way (`concurrency` above 1).
+    running: FuturesUnordered<BoxFuture<'static, Ran>>,
+    /// The keys (hashed) of the records running or parked.
+    busy_keys: HashSet<u64>,
+    keys: RandomState,
+    /// Calls held by the circuit breaker, in window order: called again first.
+    parked: VecDeque<Parked>,
+}
+
+/// A record on its way through the handler: what follows the call needs.
+struct Call {
+    record: Record,
+    bytes: usize,
+    attempt: u32,
+    retry: Option<RetryHeaders>,
+    probe: Option<Probe>,
+    /// Its place in the window, taken when it started (`concurrency` above 1); inline
+    /// calls take theirs when done.
+    seq: Option<u64>,
+}
+
+/// A call made alongside others, back with its outcome.
+struct Ran {
+    call: Call,
+    result: Result<(), HandlerError>,
+    took: Duration,
+}
+
+/// A call that came back held by the circuit breaker, with its place in the window.
+struct Parked {
+    record: Record,
+    bytes: usize,
+    attempt: u32,
+    retry: Option<RetryHeaders>,
+    seq: u64,
 }
 
 impl Owner {
@@ -244,15 +298,28 @@ impl Owner {
                 self.drain_window();
             }
             let cancelled = self.cancel.is_cancelled();
-            if !cancelled && !self.stopped && !self.breaker_hold && self.not_due_until.is_none() && self.window.in_flight() < MAX_IN_FLIGHT
+            if !cancelled
+                && !self.stopped
+                && !self.breaker_hold
+                && self.not_due_until.is_none()
+                && self.window.in_flight() < MAX_IN_FLIGHT
+                && self.running.len() < self.concurrency
             {
-                if let Some(record) = self.queue.pop_front() {
+                if let Some(p) = self.parked.pop_front() {
+                    self.handle(p.record, p.bytes, p.attempt, p.retry, Some(p.seq)).await;
+                    continue;
+                }
+                if self.queue.front().is_some_and(|r| self.concurrency == 1 || !self.busy_keys.contains(&self.key_of(r))) {
+                    let record = self.queue.pop_front().expect("a head");
                     self.take(record).await;
                     if self.finished_since_store >= STORE_EVERY {
                         self.store();
                     }
                     continue;
                 }
+            }
+            if cancelled || self.stopped {
+                self.abandon_parked();
             }
             self.store();
             if (cancelled || self.stopped) && self.window.is_empty() {
@@ -274,6 +341,10 @@ impl Owner {
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
                 }
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
+                Some(ran) = self.running.next(), if !self.running.is_empty() => {
+                    self.shared.metrics.observe_handler(ran.took);
+                    self.called(ran.call, ran.result).await;
+                }
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.accept(batch),
                     None => inbox_open = false,
@@ -334,6 +405,38 @@ impl Owner {
             self.probe_at = until_ms;
         }
         self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
+    }
+
+    /// Parks a call that came back held by the breaker (its key stays busy, its place in
+    /// the window stays open): called again first when the gate opens.
+    fn park(&mut self, parked: Parked, until_ms: Option<i64>) {
+        tracing::debug!(offset = parked.record.offset(), probe_at = ?until_ms.map(format_ms), "held for the circuit breaker (parked)");
+        self.busy_keys.insert(self.key_of(&parked.record));
+        let parked = Parked { record: parked.record.unshared(), ..parked };
+        let at = self.parked.partition_point(|p| p.seq < parked.seq);
+        self.parked.insert(at, parked);
+        self.breaker_hold = true;
+        if until_ms.is_some() {
+            self.probe_at = until_ms;
+        }
+        self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
+    }
+
+    /// Revoked or stopped: the parked calls are not made (their offsets stay before them).
+    fn abandon_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        for p in std::mem::take(&mut self.parked) {
+            self.busy_keys.remove(&self.key_of(&p.record));
+            self.window.settle(p.seq, Outcome::Abandoned);
+        }
+        self.drain_window();
+    }
+
+    /// The hash a record's key is known by among the busy keys.
+    fn key_of(&self, record: &Record) -> u64 {
+        self.keys.hash_one(record.key())
     }
 
     fn accept(&mut self, batch: Batch) {
@@ -466,19 +569,34 @@ impl Owner {
         }
     }
 
+    /// Finishes a record at its place in the window (see [`Call::seq`]; none: a new one).
+    fn finish_at(&mut self, seq: Option<u64>, offset: i64, bytes: usize) {
+        match seq {
+            None => self.finish(offset, bytes),
+            Some(seq) => {
+                self.window.settle(seq, Outcome::Done);
+                self.drain_window();
+            }
+        }
+    }
+
     /// Puts the publish `publish(record)` builds in the window. The record is copied out of
     /// its read first: a publish may wait long (a broker down, a DLT retried on), and must
     /// not keep the rest of its read alive meanwhile (with sparse failures, up to
     /// `MAX_IN_FLIGHT` reads per partition).
-    fn push_publish<F>(&mut self, record: Record, bytes: usize, publish: impl FnOnce(Record) -> F)
+    fn push_publish<F>(&mut self, seq: Option<u64>, record: Record, bytes: usize, publish: impl FnOnce(Record) -> F)
     where
         F: std::future::Future<Output = Outcome> + Send + 'static,
     {
         let offset = record.offset();
-        self.window.publishing(offset, bytes, publish(record.unshared()).boxed());
+        let publish = publish(record.unshared()).boxed();
+        match seq {
+            None => self.window.publishing(offset, bytes, publish),
+            Some(seq) => self.window.publishing_at(seq, publish),
+        }
     }
 
-    async fn take(&mut self, mut record: Record) {
+    async fn take(&mut self, record: Record) {
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
         let (offset, bytes) = (record.offset(), record.queued_bytes());
@@ -496,7 +614,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                self.carry_out(record, bytes, plan).await;
+                self.carry_out(None, record, bytes, plan).await;
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -516,7 +634,7 @@ impl Owner {
             Arrival::Hop { topic, headers } => {
                 tracing::debug!(offset, to = %topic, due_at = %format_ms(headers.due_at_ms), "hopping down the ladder");
                 let failed_attempt = headers.attempt;
-                self.publish_retry(record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt }).await;
+                self.publish_retry(None, record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt }).await;
             }
             Arrival::Handle { attempt, headerless_retry } => {
                 if headerless_retry {
@@ -525,61 +643,108 @@ impl Owner {
                         "record in a retry topic has no retry headers (produced by someone else?); handling it now as attempt 2"
                     );
                 }
-                let pass = shared.circuit.admit();
-                let probe = match pass {
-                    Pass::Go => None,
-                    Pass::Probe(probe) => Some(probe),
-                    Pass::Wait(until) => return self.hold_for_breaker(record, until),
-                };
-                let retry = decoded.ok().flatten();
-                record.set_attempt(attempt, retry.clone());
-                let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
-                if let Some(r) = &retry {
-                    shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
+                self.handle(record, bytes, attempt, decoded.ok().flatten(), None).await;
+            }
+        }
+    }
+
+    /// Calls the handler for `record` once the circuit lets it: inline (`concurrency` 1),
+    /// or among the running calls with its place in the window taken now (`seq`: the place
+    /// it kept while parked).
+    async fn handle(&mut self, mut record: Record, bytes: usize, attempt: u32, retry: Option<RetryHeaders>, seq: Option<u64>) {
+        let shared = Arc::clone(&self.shared);
+        let listener = &shared.listener;
+        let probe = match shared.circuit.admit() {
+            Pass::Go => None,
+            Pass::Probe(probe) => Some(probe),
+            Pass::Wait(until) => {
+                return match seq {
+                    Some(seq) => self.park(Parked { record, bytes, attempt, retry, seq }, until),
+                    None => self.hold_for_breaker(record, until),
                 }
+            }
+        };
+        record.set_attempt(attempt, retry.clone());
+        let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
+        if let Some(r) = &retry {
+            shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
+        }
+        if self.concurrency == 1 {
+            let started = std::time::Instant::now();
+            let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
+            shared.metrics.observe_handler(started.elapsed());
+            return self.called(Call { record, bytes, attempt, retry, probe, seq: None }, result).await;
+        }
+        let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
+        self.busy_keys.insert(self.key_of(&record));
+        let (handler, cancel) = (Arc::clone(listener.handler()), self.cancel.clone());
+        let call = Call { record, bytes, attempt, retry, probe, seq: Some(seq) };
+        self.running.push(
+            async move {
                 let started = std::time::Instant::now();
-                let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
-                shared.metrics.observe_handler(started.elapsed());
-                // Only a retryable failure may be an outage; a fatal one says the record is bad,
-                // and one asking for its own delay knows what it is doing.
-                let outage_like = matches!(&result, Err(e) if e.is_retryable() && e.requested_delay().is_none());
-                let held = match probe {
-                    Some(probe) => {
-                        probe.report(!outage_like);
-                        outage_like
-                    }
-                    None => shared.circuit.record(outage_like, || circuit::key_of(&record)) && outage_like,
-                };
-                match result {
-                    Ok(()) => {
-                        shared.metrics.inc_processed();
-                        if let Some(r) = &retry {
-                            shared.metrics.observe_recovery(now_ms() - r.first_failure_ms);
-                        }
-                        self.finish(offset, bytes);
-                    }
-                    Err(error) if held => {
-                        // An outage is suspected: no republish, no attempt burnt; the record
-                        // waits here for the breaker to close.
-                        shared.metrics.inc_failed();
-                        shared.metrics.inc_held_by_breaker();
-                        tracing::debug!(offset, attempt, error = %error, "failed while the circuit is open; held in place");
-                        self.hold_for_breaker(record, None);
-                    }
-                    Err(error) => {
-                        match error.requested_delay() {
-                            Some(_) => shared.metrics.inc_deferred(),
-                            None => shared.metrics.inc_failed(),
-                        }
-                        let text = error.to_string();
-                        let failed = FailedAttempt {
-                            requested_delay: error.requested_delay(),
-                            ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
-                        };
-                        let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
-                        self.carry_out(record, bytes, plan).await;
-                    }
+                let result = execute::call(handler.as_ref(), &call.record, blocking, &cancel).await;
+                Ran { call, result, took: started.elapsed() }
+            }
+            .boxed(),
+        );
+    }
+
+    /// What follows a handler call: the breaker learns its outcome; the record is done,
+    /// held for the breaker, or failed and carried on by the journey's plan.
+    async fn called(&mut self, call: Call, result: Result<(), HandlerError>) {
+        let Call { record, bytes, attempt, retry, probe, seq } = call;
+        let shared = Arc::clone(&self.shared);
+        let listener = &shared.listener;
+        let offset = record.offset();
+        if seq.is_some() {
+            self.busy_keys.remove(&self.key_of(&record));
+        }
+        // Only a retryable failure may be an outage; a fatal one says the record is bad,
+        // and one asking for its own delay knows what it is doing.
+        let outage_like = matches!(&result, Err(e) if e.is_retryable() && e.requested_delay().is_none());
+        let held = match probe {
+            Some(probe) => {
+                probe.report(!outage_like);
+                outage_like
+            }
+            None => shared.circuit.record(outage_like, || circuit::key_of(&record)) && outage_like,
+        };
+        if let Some(seq) = seq.filter(|_| self.stopped) {
+            // The partition stopped while this call ran: its offset stays before it.
+            self.window.settle(seq, Outcome::Abandoned);
+            return self.drain_window();
+        }
+        match result {
+            Ok(()) => {
+                shared.metrics.inc_processed();
+                if let Some(r) = &retry {
+                    shared.metrics.observe_recovery(now_ms() - r.first_failure_ms);
                 }
+                self.finish_at(seq, offset, bytes);
+            }
+            Err(error) if held => {
+                // An outage is suspected: no republish, no attempt burnt; the record
+                // waits here for the breaker to close.
+                shared.metrics.inc_failed();
+                shared.metrics.inc_held_by_breaker();
+                tracing::debug!(offset, attempt, error = %error, "failed while the circuit is open; held in place");
+                match seq {
+                    Some(seq) => self.park(Parked { record, bytes, attempt, retry, seq }, None),
+                    None => self.hold_for_breaker(record, None),
+                }
+            }
+            Err(error) => {
+                match error.requested_delay() {
+                    Some(_) => shared.metrics.inc_deferred(),
+                    None => shared.metrics.inc_failed(),
+                }
+                let text = error.to_string();
+                let failed = FailedAttempt {
+                    requested_delay: error.requested_delay(),
+                    ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
+                };
+                let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
+                self.carry_out(seq, record, bytes, plan).await;
             }
         }
     }
@@ -600,10 +765,10 @@ impl Owner {
     }
 
     /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
-    async fn publish_retry(&mut self, record: Record, bytes: usize, target: RetryTarget) {
+    async fn publish_retry(&mut self, seq: Option<u64>, record: Record, bytes: usize, target: RetryTarget) {
         let enqueued = self.shared.publisher.enqueue(&target.topic, &record, &target.headers).await;
         let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-        self.push_publish(record, bytes, |record| republish(shared, cancel, record, target, enqueued));
+        self.push_publish(seq, record, bytes, |record| republish(shared, cancel, record, target, enqueued));
     }
 
     fn source(&self) -> &SourceTopics {
@@ -637,22 +802,23 @@ impl Owner {
     }
 
     /// Carries a plan out: a publish goes into the window; a drop finishes at once.
-    /// `bytes`: what the record was counted for in the budget when it was queued.
-    async fn carry_out(&mut self, record: Record, bytes: usize, plan: Plan) {
+    /// `bytes`: what the record was counted for in the budget when it was queued; `seq`:
+    /// its place in the window, if it has one already.
+    async fn carry_out(&mut self, seq: Option<u64>, record: Record, bytes: usize, plan: Plan) {
         let offset = record.offset();
         match plan {
             Plan::Drop { kind } => {
                 self.shared.metrics.inc_dropped();
                 tracing::warn!(offset, reason = %kind, key = ?record.key_str(), "record dropped (no DLT)");
-                self.finish(offset, bytes);
+                self.finish_at(seq, offset, bytes);
             }
             Plan::Republish { topic, headers, failed_attempt } => {
                 tracing::info!(offset, to = %topic, attempt = headers.attempt, due_at = %format_ms(headers.due_at_ms), error = %headers.error, "retrying");
-                self.publish_retry(record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt }).await;
+                self.publish_retry(seq, record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt }).await;
             }
             Plan::DeadLetter { topic, headers } => {
                 let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-                self.push_publish(record, bytes, |record| dead_letter(shared, cancel, record, topic, headers));
+                self.push_publish(seq, record, bytes, |record| dead_letter(shared, cancel, record, topic, headers));
             }
         }
     }

@@ -76,12 +76,26 @@ impl<O: Copy + Send + 'static> Window<O> {
 
     /// A record whose fate `publish` decides.
     pub(crate) fn publishing(&mut self, offset: i64, bytes: usize, publish: BoxFuture<'static, O>) {
-        let seq = self.front + self.entries.len() as u64;
-        self.entries.push_back(Entry { offset, bytes, outcome: None });
+        let seq = self.reserve(offset, bytes);
         self.publishes.push(Tagged { seq, publish });
     }
 
-    fn settle(&mut self, seq: u64, outcome: O) {
+    /// The next place, for a record whose fate is not known yet (it is in the handler);
+    /// returns the place's number, for [`settle`](Self::settle) or
+    /// [`publishing_at`](Self::publishing_at) later.
+    pub(crate) fn reserve(&mut self, offset: i64, bytes: usize) -> u64 {
+        let seq = self.front + self.entries.len() as u64;
+        self.entries.push_back(Entry { offset, bytes, outcome: None });
+        seq
+    }
+
+    /// The reserved place `seq`'s fate is what `publish` decides.
+    pub(crate) fn publishing_at(&mut self, seq: u64, publish: BoxFuture<'static, O>) {
+        self.publishes.push(Tagged { seq, publish });
+    }
+
+    /// The reserved (or published) place `seq` is settled with `outcome`.
+    pub(crate) fn settle(&mut self, seq: u64, outcome: O) {
         if let Some(e) = seq.checked_sub(self.front).and_then(|i| self.entries.get_mut(i as usize)) {
             e.outcome = Some(outcome);
         }
@@ -138,5 +152,23 @@ mod tests {
         assert_eq!(offsets, [(1, "acked"), (2, "ok"), (3, "acked")]);
         assert!(w.is_empty());
         assert_eq!(w.finished(4, 1, "ok").map(|r| r.offset), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_reserved_place_holds_back_what_follows_until_settled_or_published() {
+        let mut w: Window<&'static str> = Window::new();
+        let (a, b) = (w.reserve(0, 1), w.reserve(1, 1));
+        assert_eq!(w.finished(2, 1, "ok"), None, "behind two places in the handler");
+        let mut out = Vec::new();
+        w.settle(b, "handled");
+        w.release(&mut out);
+        assert!(out.is_empty(), "0 is still in the handler");
+        w.publishing_at(a, async { "acked" }.boxed());
+        assert_eq!(w.in_flight(), 1);
+        w.next_settled().await;
+        w.release(&mut out);
+        let offsets: Vec<(i64, &str)> = out.iter().map(|r| (r.offset, r.outcome)).collect();
+        assert_eq!(offsets, [(0, "acked"), (1, "handled"), (2, "ok")]);
+        assert!(w.is_empty());
     }
 }

@@ -1,0 +1,146 @@
+//! Key concurrency on a real broker: several records of one partition in the handler at
+//! once, never two of one key, each key in offset order, and offsets that pass only when
+//! everything before them is done.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::recorder::{recorded_listener, Calls};
+use common::{eventually, Broker};
+use retryable_topic::handler;
+use retryable_topic::{Backoff, HandlerError, Listener, Record, RetryPolicy};
+use tokio::sync::{Barrier, Notify};
+
+const WAIT: Duration = Duration::from_secs(60);
+const KEYS: [&str; 4] = ["a", "b", "c", "d"];
+
+/// What the handler saw: the keys in it now, and each key's payloads in the order called.
+#[derive(Default)]
+struct Seen {
+    in_handler: HashSet<String>,
+    overlaps: Vec<String>,
+    order: HashMap<String, Vec<(u32, u64)>>,
+    most_at_once: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_different_keys_run_at_once_and_each_key_in_order() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("keyconc"), broker.unique("g"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    // The first four records (one per key) meet at a barrier: they pass only if all four
+    // are in the handler at once (one at a time, the first would wait in vain and fail).
+    let barrier = Arc::new(Barrier::new(KEYS.len()));
+    let (s, b) = (Arc::clone(&seen), Arc::clone(&barrier));
+    let listener = Listener::builder("keyconc")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(10))).build().unwrap())
+        .key_concurrency(KEYS.len())
+        .handler(handler::record(move |r: Record| {
+            let key = r.key_str().unwrap_or_default().to_owned();
+            // Partitions run side by side: the retry topic's records may meet the source's.
+            let in_partition = format!("{}/{}/{key}", r.topic(), r.partition());
+            let n: u64 = std::str::from_utf8(r.payload().unwrap_or_default()).unwrap().parse().unwrap();
+            let (seen, barrier) = (Arc::clone(&s), Arc::clone(&b));
+            async move {
+                {
+                    let mut s = seen.lock().unwrap();
+                    if !s.in_handler.insert(in_partition.clone()) {
+                        s.overlaps.push(format!("{key} #{n}"));
+                    }
+                    s.most_at_once = s.most_at_once.max(s.in_handler.len());
+                    s.order.entry(key.clone()).or_default().push((r.attempt(), n));
+                }
+                let met = if n < KEYS.len() as u64 {
+                    tokio::time::timeout(Duration::from_secs(20), barrier.wait()).await.is_ok()
+                } else {
+                    // Let the others interleave.
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    true
+                };
+                seen.lock().unwrap().in_handler.remove(&in_partition);
+                match (met, n, r.attempt()) {
+                    (false, ..) => Err(HandlerError::retryable("the first four were not in the handler at once")),
+                    (_, 9, 1) => Err(HandlerError::retryable("fails once")),
+                    _ => Ok(()),
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let producer = broker.producer();
+    const N: u64 = 200;
+    for n in 0..N {
+        let key = KEYS[n as usize % KEYS.len()];
+        broker.produce(&producer, &topic, Some(key), Some(n.to_string().as_bytes()), &[]).await;
+    }
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    eventually(WAIT, "every record handled, the failing one on its retry", || running.metrics().processed == N).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.failed, m.retried, m.dead_lettered), (N, 1, 1, 0), "the barrier was met at once: {m}");
+    let s = seen.lock().unwrap();
+    assert!(s.overlaps.is_empty(), "two records of one key in the handler at once: {:?}", s.overlaps);
+    assert!(s.most_at_once >= KEYS.len(), "{}", s.most_at_once);
+    for (key, calls) in &s.order {
+        let first: Vec<u64> = calls.iter().filter(|c| c.0 == 1).map(|c| c.1).collect();
+        assert!(first.windows(2).all(|w| w[0] < w[1]), "key {key} out of offset order: {first:?}");
+        assert_eq!(first.len() as u64, N / KEYS.len() as u64, "key {key}");
+    }
+    assert_eq!(s.order["b"].iter().filter(|c| c.0 == 2).map(|c| c.1).collect::<Vec<_>>(), [9], "the failed record retried once");
+    assert_eq!(broker.committed(&group, &topic), [N as i64]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_passes_only_when_every_record_before_it_is_done() {
+    // The record at offset 0 stays in the handler while the nine behind it (other keys)
+    // are done: nothing may be committed; after a shutdown, the next member handles the
+    // record at offset 0 again, and the group ends committed past all ten.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("watermark"), broker.unique("g"));
+    let calls = Calls::default();
+    let (recorded, release) = (calls.clone(), Arc::new(Notify::new()));
+    let released = Arc::clone(&release);
+    let slow = Listener::builder("watermark")
+        .topics([topic.as_str()])
+        .group(&group)
+        .key_concurrency(4)
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let released = Arc::clone(&released);
+            async move {
+                if r.key_str() == Some("slow") {
+                    released.notified().await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&slow, 1).await;
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("slow"), Some(b"{}"), &[]).await;
+    for i in 1..10 {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }
+    let running = broker.runtime().shutdown_grace(Duration::from_millis(500)).listener(slow).build().unwrap().start().await.unwrap();
+    eventually(WAIT, "the nine behind the slow record handled", || running.metrics().processed == 9).await;
+    assert!(calls.has("slow", 1));
+    tokio::time::timeout(WAIT, running.shutdown()).await.expect("shutdown returns after the grace");
+    release.notify_waiters();
+    assert!(broker.committed(&group, &topic)[0] <= 0, "committed past a record still in the handler");
+
+    let next = Calls::default();
+    let policy = RetryPolicy::builder().build().unwrap();
+    let listener = recorded_listener("next", &topic, &group, policy, &next, |_| Ok(()));
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    eventually(WAIT, "the next member handles the record from offset 0 on", || next.has("slow", 1) && next.all().len() >= 10).await;
+    running.shutdown().await;
+    assert_eq!(broker.committed(&group, &topic), [10]);
+}
