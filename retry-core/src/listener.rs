@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use crate::breaker::CircuitBreaker;
+pub use crate::concurrency::MAX_KEY_CONCURRENCY;
 use crate::error::{ConfigError, Result};
 use crate::handler::Handler;
 use crate::policy::RetryPolicy;
@@ -31,9 +32,6 @@ struct Inner {
     circuit_breaker: Option<CircuitBreaker>,
     key_concurrency: usize,
 }
-
-/// The most records of one partition a listener may have in its handler at once.
-pub const MAX_KEY_CONCURRENCY: usize = 1_024;
 
 /// A validated listener; cheap to clone.
 #[derive(Clone)]
@@ -197,12 +195,7 @@ impl ListenerBuilder {
         if let Some(Err(mut errors)) = self.circuit_breaker.as_ref().map(CircuitBreaker::check) {
             return Err(errors.swap_remove(0).into());
         }
-        let key_concurrency = match self.key_concurrency {
-            Some(n) if n == 0 || n > MAX_KEY_CONCURRENCY => {
-                return Err(ConfigError::new("key_concurrency", format!("must be from 1 to {MAX_KEY_CONCURRENCY}, not {n}")).into())
-            }
-            n => n.unwrap_or(1),
-        };
+        let key_concurrency = crate::concurrency::check_key_concurrency(self.key_concurrency.unwrap_or(1))?;
         let circuit_breaker = self.circuit_breaker;
         let inner = Inner { name: self.name, group, policy, handler, topology, max_queued_bytes, circuit_breaker, key_concurrency };
         Ok(Listener { inner: Arc::new(inner) })

@@ -88,6 +88,7 @@ pub(crate) struct RetryableArgs {
     pub replication: Option<Spanned<i32>>,
     /// `circuit_breaker = true`, or `circuit_breaker(window = "10s", …)`.
     pub circuit_breaker: Option<Spanned<BreakerArgs>>,
+    pub key_concurrency: Option<Spanned<usize>>,
     pub name: Option<Spanned<String>>,
     pub krate: Option<Spanned<Path>>,
 }
@@ -121,6 +122,7 @@ impl RetryableArgs {
             PARTITIONS => t(&self.partitions),
             REPLICATION => t(&self.replication),
             CIRCUIT_BREAKER => t(&self.circuit_breaker),
+            KEY_CONCURRENCY => t(&self.key_concurrency),
             WINDOW | MIN_CALLS | FAILURE_RATE | MIN_KEYS | PROBE_DELAY | MAX_PROBE_DELAY => {
                 let b = &self.circuit_breaker.as_ref()?.value;
                 match arg {
@@ -312,6 +314,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
     let mut partitions = Attr::none(cx, PARTITIONS);
     let mut replication = Attr::none(cx, REPLICATION);
     let mut circuit_breaker = Attr::none(cx, CIRCUIT_BREAKER);
+    let mut key_concurrency = Attr::none(cx, KEY_CONCURRENCY);
     let mut name = Attr::none(cx, NAME);
     let mut krate = Attr::none(cx, CRATE);
 
@@ -353,6 +356,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
                 Some(false) => {}
                 on => circuit_breaker.set_opt(&v, on.map(|_| BreakerArgs::default())),
             },
+            KEY_CONCURRENCY => key_concurrency.set_opt(&v, lit_int(cx, &v, key)),
             NAME => name.set_opt(&v, lit_str(cx, &v, key).map(|s| s.value())),
             CRATE => krate.set_opt(&v, path_in_str(cx, &v, key)),
             _ => unreachable!("`{key}` is listed in RETRYABLE_TOPIC but not read"),
@@ -392,6 +396,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         partitions: partitions.get(),
         replication: replication.get(),
         circuit_breaker: circuit_breaker.get(),
+        key_concurrency: key_concurrency.get(),
         name: name.get(),
         krate: krate.get(),
     })

@@ -169,6 +169,12 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
             Err(e) => errors.extend(e),
         }
     }
+    if let Some(n) = v(&a.key_concurrency) {
+        match retry_core::concurrency::check_key_concurrency(n) {
+            Ok(n) => listener_calls.push(quote!(.key_concurrency(#n))),
+            Err(e) => errors.push(e),
+        }
+    }
     let valid = errors.is_empty();
     for e in errors {
         report(cx, a, e);

@@ -31,6 +31,7 @@ pub(crate) const AUTO_CREATE_TOPICS: Symbol = Symbol("auto_create_topics");
 pub(crate) const PARTITIONS: Symbol = Symbol("partitions");
 pub(crate) const REPLICATION: Symbol = Symbol("replication");
 pub(crate) const CIRCUIT_BREAKER: Symbol = Symbol("circuit_breaker");
+pub(crate) const KEY_CONCURRENCY: Symbol = Symbol("key_concurrency");
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const LISTENER: Symbol = Symbol("listener");
@@ -65,6 +66,7 @@ pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
     PARTITIONS,
     REPLICATION,
     CIRCUIT_BREAKER,
+    KEY_CONCURRENCY,
     NAME,
     CRATE,
 ];
@@ -98,6 +100,7 @@ pub(crate) const SETTINGS: &[(&str, Symbol)] = &[
     ("blocking_delay", BLOCKING_DELAY),
     ("auto_create_topics.partitions", PARTITIONS),
     ("auto_create_topics.replication", REPLICATION),
+    ("key_concurrency", KEY_CONCURRENCY),
     ("circuit_breaker.window", WINDOW),
     ("circuit_breaker.min_calls", MIN_CALLS),
     ("circuit_breaker.failure_rate", FAILURE_RATE),

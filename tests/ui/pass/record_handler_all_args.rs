@@ -5,7 +5,7 @@ use std::time::Duration;
                   multiplier = 2.0, max_delay = "1m", jitter = 0.1, suffix = "-retry", dlt_suffix = "-dead",
                   dlt = fail_on_error, fixed_delay = multiple_topics, max_retry_topics = 3, group_naming = per_group,
                   timeout = "PT1H", blocking_attempts = 2, blocking_delay = "50ms", auto_create_topics = true,
-                  partitions = 3, replication = 1, name = "audit-listener", crate = "::retryable_topic",
+                  partitions = 3, replication = 1, key_concurrency = 16, name = "audit-listener", crate = "::retryable_topic",
                   circuit_breaker(window = "30s", min_calls = 50, failure_rate = 0.8, min_keys = 10,
                                   probe_delay = "2s", max_probe_delay = "5m"))]
 pub async fn audit(record: Record) -> Result<(), HandlerError> {
@@ -42,6 +42,7 @@ fn main() {
     assert_eq!(lin.policy().backoff().delay(3), Duration::from_secs(5));
     assert_eq!(lin.policy().backoff().delay(9), Duration::from_secs(9));
     assert!(lin.circuit_breaker().is_none(), "off unless asked for");
+    assert_eq!((l.key_concurrency(), lin.key_concurrency()), (16, 1));
     let breaker = retryable_topic::CircuitBreaker::default()
         .window(Duration::from_secs(30))
         .min_calls(50)
