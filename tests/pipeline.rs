@@ -205,6 +205,16 @@ async fn a_record_larger_than_half_the_budget_waits_for_its_room_without_spinnin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_between_live_members_while_a_record_is_in_hand_stays_safe() {
+    rebalance_while_in_hand(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_several_records_of_a_partition_are_in_hand_stays_safe() {
+    rebalance_while_in_hand(4).await;
+}
+
+/// The rebalance test, with `key_concurrency` records of a partition in the handler at once.
+async fn rebalance_while_in_hand(key_concurrency: usize) {
     // Member A holds a slow record on every partition when member B joins; B then leaves,
     // so partitions go to B and come back to A. Throughout: no record is handled by two
     // workers at once (revocation waits for the record in hand), no committed offset ever
@@ -221,6 +231,7 @@ async fn a_rebalance_between_live_members_while_a_record_is_in_hand_stays_safe()
             .topics([topic.as_str()])
             .group(&group)
             .policy(policy(3, 10).build().unwrap())
+            .key_concurrency(key_concurrency)
             .handler(handler::record(move |r: Record| {
                 let key = r.key_str().unwrap_or_default().to_owned();
                 let (in_hand, overlaps, handled) = (in_hand.clone(), overlaps.clone(), handled.clone());
