@@ -26,18 +26,23 @@ struct Seen {
     most_at_once: usize,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_of_different_keys_run_at_once_and_each_key_in_order() {
-    let broker = Broker::get();
-    let (topic, group) = (broker.unique("keyconc"), broker.unique("g"));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    // The first four records (one per key) meet at a barrier: they pass only if all four
-    // are in the handler at once (one at a time, the first would wait in vain and fail).
+/// A listener with `key_concurrency` 4 whose handler records what it sees in `seen`. The
+/// records whose payload `gated` picks meet at a barrier of four: they pass only if all
+/// four are in the handler at once (otherwise the first waits in vain and fails).
+/// `fails(n, attempt)` picks the calls that fail.
+fn observed(
+    name: &str,
+    topic: &str,
+    group: &str,
+    seen: &Arc<Mutex<Seen>>,
+    gated: fn(u64) -> bool,
+    fails: fn(u64, u32) -> bool,
+) -> Listener {
     let barrier = Arc::new(Barrier::new(KEYS.len()));
-    let (s, b) = (Arc::clone(&seen), Arc::clone(&barrier));
-    let listener = Listener::builder("keyconc")
-        .topics([topic.as_str()])
-        .group(&group)
+    let seen = Arc::clone(seen);
+    Listener::builder(name)
+        .topics([topic])
+        .group(group)
         .policy(RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(10))).build().unwrap())
         .key_concurrency(KEYS.len())
         .handler(handler::record(move |r: Record| {
@@ -45,7 +50,7 @@ async fn records_of_different_keys_run_at_once_and_each_key_in_order() {
             // Partitions run side by side: the retry topic's records may meet the source's.
             let in_partition = format!("{}/{}/{key}", r.topic(), r.partition());
             let n: u64 = std::str::from_utf8(r.payload().unwrap_or_default()).unwrap().parse().unwrap();
-            let (seen, barrier) = (Arc::clone(&s), Arc::clone(&b));
+            let (seen, barrier) = (Arc::clone(&seen), Arc::clone(&barrier));
             async move {
                 {
                     let mut s = seen.lock().unwrap();
@@ -55,7 +60,7 @@ async fn records_of_different_keys_run_at_once_and_each_key_in_order() {
                     s.most_at_once = s.most_at_once.max(s.in_handler.len());
                     s.order.entry(key.clone()).or_default().push((r.attempt(), n));
                 }
-                let met = if n < KEYS.len() as u64 {
+                let met = if gated(n) && r.attempt() == 1 {
                     tokio::time::timeout(Duration::from_secs(20), barrier.wait()).await.is_ok()
                 } else {
                     // Let the others interleave.
@@ -65,36 +70,82 @@ async fn records_of_different_keys_run_at_once_and_each_key_in_order() {
                     true
                 };
                 seen.lock().unwrap().in_handler.remove(&in_partition);
-                match (met, n, r.attempt()) {
-                    (false, ..) => Err(HandlerError::retryable("the first four were not in the handler at once")),
-                    (_, 9, 1) => Err(HandlerError::retryable("fails once")),
-                    _ => Ok(()),
+                match met {
+                    false => Err(HandlerError::retryable("the gated records were not in the handler at once")),
+                    true if fails(n, r.attempt()) => Err(HandlerError::retryable("fails once")),
+                    true => Ok(()),
                 }
             }
         }))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Produces `(key, n)` in order to `topic`'s one partition, runs `listener` until `n`
+/// records were handled, and returns its metrics.
+async fn run(broker: &Broker, topic: &str, listener: Listener, records: &[(&str, u64)]) -> retryable_topic::MetricsSnapshot {
     broker.prepare(&listener, 1).await;
     let producer = broker.producer();
-    const N: u64 = 200;
-    for n in 0..N {
-        let key = KEYS[n as usize % KEYS.len()];
-        broker.produce(&producer, &topic, Some(key), Some(n.to_string().as_bytes()), &[]).await;
+    for (key, n) in records {
+        broker.produce(&producer, topic, Some(key), Some(n.to_string().as_bytes()), &[]).await;
     }
     let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
-    eventually(WAIT, "every record handled, the failing one on its retry", || running.metrics().processed == N).await;
-    let m = running.shutdown().await;
-    assert_eq!((m.processed, m.failed, m.retried, m.dead_lettered), (N, 1, 1, 0), "the barrier was met at once: {m}");
-    let s = seen.lock().unwrap();
+    let n = records.len() as u64;
+    eventually(WAIT, "every record handled", || running.metrics().processed == n).await;
+    running.shutdown().await
+}
+
+/// No two records of one key at once; each key's first attempts in offset order.
+fn assert_keys_in_order(s: &Seen) {
     assert!(s.overlaps.is_empty(), "two records of one key in the handler at once: {:?}", s.overlaps);
-    assert!(s.most_at_once >= KEYS.len(), "{}", s.most_at_once);
     for (key, calls) in &s.order {
         let first: Vec<u64> = calls.iter().filter(|c| c.0 == 1).map(|c| c.1).collect();
         assert!(first.windows(2).all(|w| w[0] < w[1]), "key {key} out of offset order: {first:?}");
-        assert_eq!(first.len() as u64, N / KEYS.len() as u64, "key {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_different_keys_run_at_once_and_each_key_in_order() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("keyconc"), broker.unique("g"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    // The first four records, one per key, meet at the barrier; record 9 fails once.
+    let listener = observed("keyconc", &topic, &group, &seen, |n| n < 4, |n, attempt| n == 9 && attempt == 1);
+    const N: u64 = 200;
+    let records: Vec<(&str, u64)> = (0..N).map(|n| (KEYS[n as usize % KEYS.len()], n)).collect();
+    let m = run(&broker, &topic, listener, &records).await;
+    assert_eq!((m.processed, m.failed, m.retried, m.dead_lettered), (N, 1, 1, 0), "the barrier was met at once: {m}");
+    let s = seen.lock().unwrap();
+    assert_keys_in_order(&s);
+    assert!(s.most_at_once >= KEYS.len(), "{}", s.most_at_once);
+    for key in KEYS {
+        assert_eq!(s.order[key].iter().filter(|c| c.0 == 1).count() as u64, N / KEYS.len() as u64, "key {key}");
     }
     assert_eq!(s.order["b"].iter().filter(|c| c.0 == 2).map(|c| c.1).collect::<Vec<_>>(), [9], "the failed record retried once");
     assert_eq!(broker.committed(&group, &topic), [N as i64]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_key_does_not_hold_up_the_keys_behind_it() {
+    // Offsets 0 and 1 share the key `hot`; 1 waits for 0, but 2, 3 and 4 (other keys) do
+    // not wait for 1: 0, 2, 3 and 4 meet at the barrier. Then more hot records among cold
+    // ones; the hot key's records never overlap and keep their order.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("hotkey"), broker.unique("g"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let listener = observed("hotkey", &topic, &group, &seen, |n| matches!(n, 0 | 2 | 3 | 4), |_, _| false);
+    let mut records = vec![("hot", 0), ("hot", 1), ("a", 2), ("b", 3), ("c", 4)];
+    let cold: Vec<String> = (5..100).map(|n| format!("cold{n}")).collect();
+    for (i, key) in cold.iter().enumerate() {
+        let n = i as u64 + 5;
+        records.push(if n.is_multiple_of(3) { ("hot", n) } else { (key.as_str(), n) });
+    }
+    let m = run(&broker, &topic, listener, &records).await;
+    assert_eq!((m.processed, m.failed), (records.len() as u64, 0), "the barrier was met: {m}");
+    let s = seen.lock().unwrap();
+    assert_keys_in_order(&s);
+    assert_eq!(s.order["hot"].len(), records.iter().filter(|r| r.0 == "hot").count());
+    assert_eq!(broker.committed(&group, &topic), [records.len() as i64]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,8 +170,8 @@ impl ListenerBuilder {
     /// one at a time, in offset order. For a handler that waits (a database, a remote
     /// call) this multiplies what a partition can do by up to `n`.
     ///
-    /// Records start in offset order; one whose key is still in the handler waits, and so
-    /// do the records behind it. Offsets are stored as a contiguous watermark: a record's
+    /// A record whose key is still in the handler waits for it; the records of other keys
+    /// behind it go on. Offsets are stored as a contiguous watermark: a record's
     /// offset passes only when every record before it is done, so a crash handles again
     /// at most what was in flight, as always. At most [`MAX_KEY_CONCURRENCY`].
     pub fn key_concurrency(mut self, n: usize) -> Self {

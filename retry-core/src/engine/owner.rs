@@ -16,10 +16,10 @@
 //!
 //! With [`key_concurrency`](crate::ListenerBuilder::key_concurrency) above 1, up to that
 //! many handler calls run at once on the owner's task, never two of one key: each record
-//! takes its place in the window when it starts, in offset order, and the head of the queue
-//! waits while a record of its key is in the handler. A call that comes back held by the
-//! circuit breaker keeps its place and is parked, to be called again first when the gate
-//! opens.
+//! takes its place in the window in offset order as it is taken in; one whose key is busy
+//! waits behind its key (in offset order) while the records of other keys go on, and starts
+//! when the call before it of its key is over. A call that comes back held by the circuit
+//! breaker keeps its place and is parked, to be called again first when the gate opens.
 //!
 //! A retry record that is not due pauses the partition (reason not-due) until it is; for a
 //! long wait the records queued behind it are dropped and the partition sought back to
@@ -29,7 +29,7 @@
 //! librdkafka lost it: [`PartitionSlot::reassert_resumed`]).
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -59,6 +59,9 @@ use crate::topology::{Role, SourceTopics};
 
 /// Republishes in flight per partition before the owner waits for acknowledgements.
 const MAX_IN_FLIGHT: usize = 1_024;
+/// Records waiting for their key (`key_concurrency` above 1) before the owner stops
+/// taking more in.
+const MAX_WAITING: usize = 1_024;
 /// Records finished between two offset stores while the partition stays busy.
 const STORE_EVERY: u32 = 512;
 /// A not-due wait at least this long pauses the partition (a shorter one just waits).
@@ -155,7 +158,9 @@ pub(crate) fn spawn(
     let owner = Owner {
         concurrency,
         running: FuturesUnordered::new(),
-        busy_keys: HashSet::new(),
+        busy_keys: HashMap::new(),
+        waiting: 0,
+        ready: VecDeque::new(),
         keys: RandomState::new(),
         parked: VecDeque::new(),
         shared,
@@ -252,8 +257,13 @@ struct Owner {
     concurrency: usize,
     /// Handler calls under way (`concurrency` above 1).
     running: FuturesUnordered<BoxFuture<'static, Ran>>,
-    /// The keys (hashed) of the records running or parked.
-    busy_keys: HashSet<u64>,
+    /// The keys (hashed) of the records running or parked, each with the records of that
+    /// key waiting their turn, in offset order (their places in the window taken).
+    busy_keys: HashMap<u64, VecDeque<Parked>>,
+    /// Records waiting in `busy_keys`.
+    waiting: usize,
+    /// Records whose turn has come (the call before them of their key is over).
+    ready: VecDeque<Parked>,
     keys: RandomState,
     /// Calls held by the circuit breaker, in window order: called again first.
     parked: VecDeque<Parked>,
@@ -278,7 +288,8 @@ struct Ran {
     took: Duration,
 }
 
-/// A call that came back held by the circuit breaker, with its place in the window.
+/// A record with its place in the window, not in the handler: parked (it came back held
+/// by the circuit breaker) or waiting for its key.
 struct Parked {
     record: Record,
     bytes: usize,
@@ -305,12 +316,12 @@ impl Owner {
                 && self.window.in_flight() < MAX_IN_FLIGHT
                 && self.running.len() < self.concurrency
             {
-                if let Some(p) = self.parked.pop_front() {
+                if let Some(p) = self.parked.pop_front().or_else(|| self.ready.pop_front()) {
                     self.handle(p.record, p.bytes, p.attempt, p.retry, Some(p.seq)).await;
                     continue;
                 }
-                if self.queue.front().is_some_and(|r| self.concurrency == 1 || !self.busy_keys.contains(&self.key_of(r))) {
-                    let record = self.queue.pop_front().expect("a head");
+                let record = if self.waiting < MAX_WAITING { self.queue.pop_front() } else { None };
+                if let Some(record) = record {
                     self.take(record).await;
                     if self.finished_since_store >= STORE_EVERY {
                         self.store();
@@ -319,7 +330,7 @@ impl Owner {
                 }
             }
             if cancelled || self.stopped {
-                self.abandon_parked();
+                self.abandon_waiting();
             }
             self.store();
             if (cancelled || self.stopped) && self.window.is_empty() {
@@ -411,7 +422,7 @@ impl Owner {
     /// the window stays open): called again first when the gate opens.
     fn park(&mut self, parked: Parked, until_ms: Option<i64>) {
         tracing::debug!(offset = parked.record.offset(), probe_at = ?until_ms.map(format_ms), "held for the circuit breaker (parked)");
-        self.busy_keys.insert(self.key_of(&parked.record));
+        self.busy_keys.entry(self.key_of(&parked.record)).or_default();
         let parked = Parked { record: parked.record.unshared(), ..parked };
         let at = self.parked.partition_point(|p| p.seq < parked.seq);
         self.parked.insert(at, parked);
@@ -422,16 +433,33 @@ impl Owner {
         self.slot.pause(&*self.shared.consumer, PauseReason::Breaker);
     }
 
-    /// Revoked or stopped: the parked calls are not made (their offsets stay before them).
-    fn abandon_parked(&mut self) {
-        if self.parked.is_empty() {
+    /// Revoked or stopped: the parked calls and the records waiting for their key or their
+    /// turn are not called (their offsets stay before them). Calls under way end as they do.
+    fn abandon_waiting(&mut self) {
+        if self.parked.is_empty() && self.ready.is_empty() && self.waiting == 0 {
             return;
         }
-        for p in std::mem::take(&mut self.parked) {
-            self.busy_keys.remove(&self.key_of(&p.record));
-            self.window.settle(p.seq, Outcome::Abandoned);
+        let waiting = self.busy_keys.values_mut().flat_map(std::mem::take);
+        let abandoned: Vec<u64> = self.parked.drain(..).chain(self.ready.drain(..)).chain(waiting).map(|p| p.seq).collect();
+        self.waiting = 0;
+        for seq in abandoned {
+            self.window.settle(seq, Outcome::Abandoned);
         }
         self.drain_window();
+    }
+
+    /// The call of a record of `key` is over: the next record of that key, if one waits,
+    /// may start (the key stays busy); otherwise the key is free.
+    fn key_done(&mut self, key: u64) {
+        match self.busy_keys.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(next) => {
+                self.waiting -= 1;
+                self.ready.push_back(next);
+            }
+            None => {
+                self.busy_keys.remove(&key);
+            }
+        }
     }
 
     /// The hash a record's key is known by among the busy keys.
@@ -654,6 +682,15 @@ impl Owner {
     async fn handle(&mut self, mut record: Record, bytes: usize, attempt: u32, retry: Option<RetryHeaders>, seq: Option<u64>) {
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
+        if self.concurrency > 1 && seq.is_none() {
+            if let Some(waiting) = self.busy_keys.get_mut(&self.keys.hash_one(record.key())) {
+                // Its key is in the handler: it waits its turn, with its place taken now.
+                let seq = self.window.reserve(record.offset(), bytes);
+                waiting.push_back(Parked { record, bytes, attempt, retry, seq });
+                self.waiting += 1;
+                return;
+            }
+        }
         let probe = match shared.circuit.admit() {
             Pass::Go => None,
             Pass::Probe(probe) => Some(probe),
@@ -676,7 +713,7 @@ impl Owner {
             return self.called(Call { record, bytes, attempt, retry, probe, seq: None }, result).await;
         }
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
-        self.busy_keys.insert(self.key_of(&record));
+        self.busy_keys.entry(self.key_of(&record)).or_default();
         let (handler, cancel) = (Arc::clone(listener.handler()), self.cancel.clone());
         let call = Call { record, bytes, attempt, retry, probe, seq: Some(seq) };
         self.running.push(
@@ -696,9 +733,6 @@ impl Owner {
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
         let offset = record.offset();
-        if seq.is_some() {
-            self.busy_keys.remove(&self.key_of(&record));
-        }
         // Only a retryable failure may be an outage; a fatal one says the record is bad,
         // and one asking for its own delay knows what it is doing.
         let outage_like = matches!(&result, Err(e) if e.is_retryable() && e.requested_delay().is_none());
@@ -709,6 +743,10 @@ impl Owner {
             }
             None => shared.circuit.record(outage_like, || circuit::key_of(&record)) && outage_like,
         };
+        // The next record of its key may go, unless this one is parked (it goes first).
+        if seq.is_some() && !(held && result.is_err()) {
+            self.key_done(self.key_of(&record));
+        }
         if let Some(seq) = seq.filter(|_| self.stopped) {
             // The partition stopped while this call ran: its offset stays before it.
             self.window.settle(seq, Outcome::Abandoned);
