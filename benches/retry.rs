@@ -323,6 +323,16 @@ struct Run {
     lateness: Vec<(i64, i64)>,
 }
 
+/// How the bench's listener is set up beside its policy and handler.
+#[derive(Clone, Copy)]
+struct Shape {
+    breaker: bool,
+    key_concurrency: usize,
+}
+
+const PLAIN: Shape = Shape { breaker: false, key_concurrency: 1 };
+const WITH_BREAKER: Shape = Shape { breaker: true, key_concurrency: 1 };
+
 /// Runs a listener on `topic` until `done(successes, metrics)`, with `decide` as its handler.
 #[allow(clippy::too_many_arguments)]
 async fn run_listener(
@@ -332,23 +342,7 @@ async fn run_listener(
     handler_sleep: Option<Duration>,
     decide: Decide,
     produce_first: (u64, usize),
-    breaker: bool,
-    done: impl Fn(u64, &retryable_topic::MetricsSnapshot) -> bool,
-) -> Run {
-    run_listener_with(broker, topic, policy, handler_sleep, decide, produce_first, breaker, 1, done).await
-}
-
-/// [`run_listener`] with `key_concurrency` handler calls per partition at once.
-#[allow(clippy::too_many_arguments)]
-async fn run_listener_with(
-    broker: &Broker,
-    topic: &str,
-    policy: RetryPolicy,
-    handler_sleep: Option<Duration>,
-    decide: Decide,
-    produce_first: (u64, usize),
-    breaker: bool,
-    key_concurrency: usize,
+    shape: Shape,
     done: impl Fn(u64, &retryable_topic::MetricsSnapshot) -> bool,
 ) -> Run {
     // The handler stays as close to a no-op as measuring allows: no lock or clock per
@@ -359,8 +353,9 @@ async fn run_listener_with(
     let last_first_attempt = Arc::new(Mutex::new(None::<Instant>));
     let lateness = Arc::new(Mutex::new(Vec::new()));
     let (f, l, lf) = (first_call.clone(), lateness.clone(), last_first_attempt.clone());
-    let mut listener = Listener::builder(topic).topics([topic]).group(format!("{topic}-g")).policy(policy).key_concurrency(key_concurrency);
-    if breaker {
+    let mut listener =
+        Listener::builder(topic).topics([topic]).group(format!("{topic}-g")).policy(policy).key_concurrency(shape.key_concurrency);
+    if shape.breaker {
         listener = listener.circuit_breaker(retryable_topic::CircuitBreaker::default());
     }
     let listener = listener
@@ -406,6 +401,19 @@ async fn run_listener_with(
     running.shutdown().await;
     let lateness = lateness.lock().unwrap().clone();
     Run { secs, first_attempts_secs, lateness }
+}
+
+/// Records/s of a handler awaiting 2 ms per record over `m` records of topic `base`, with
+/// `key_concurrency` calls per partition at once.
+async fn slow_handler_rate(broker: &Broker, base: &str, m: u64, key_concurrency: usize) -> f64 {
+    let topic = broker.topic(base);
+    let slow = Some(Duration::from_millis(2));
+    let run =
+        run_listener(broker, &topic, policy(Duration::from_millis(10)), slow, ok, (m, 100), Shape { key_concurrency, ..PLAIN }, |h, _| {
+            h >= m
+        })
+        .await;
+    m as f64 / run.secs
 }
 
 fn fail_first(r: &Record) -> Result<(), HandlerError> {
@@ -601,19 +609,19 @@ async fn main() {
         produce(&broker, &bare_topic, n, 100, None).await;
         assert_all_kept(&broker, &bare_topic);
         let quick = || policy(Duration::from_millis(10));
-        run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+        run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
         let (mut bare, mut owning, mut happy, mut tenth, mut work) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..rounds {
             bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("bare-{i}"), n, false).await);
             owning.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("owning-{i}"), n, true).await);
             if wants("happy") {
                 let run =
-                    run_listener(&broker, &broker.topic(&format!("happy-{i}")), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+                    run_listener(&broker, &broker.topic(&format!("happy-{i}")), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
                 happy.push(n as f64 / run.secs);
             }
             if wants("tenth") {
                 let topic = broker.topic(&format!("tenth-{i}"));
-                let run = run_listener(&broker, &topic, quick(), None, fail_every_tenth_once, (n, 100), false, |h, _| h >= n).await;
+                let run = run_listener(&broker, &topic, quick(), None, fail_every_tenth_once, (n, 100), PLAIN, |h, _| h >= n).await;
                 tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs));
                 // What the machine allows for that work at all: bare clients doing it.
                 let (topic, second) = (broker.topic(&format!("bare-work-{i}")), broker.topic(&format!("bare-work-second-{i}")));
@@ -670,7 +678,7 @@ async fn main() {
             // republish rate alone.
             let topic = broker.topic(&format!("outage-{i}"));
             let run =
-                run_listener(&broker, &topic, policy(Duration::from_secs(600)), None, fail_first, (m, 1_000), false, |_, s| s.retried >= m)
+                run_listener(&broker, &topic, policy(Duration::from_secs(600)), None, fail_first, (m, 1_000), PLAIN, |_, s| s.retried >= m)
                     .await;
             outage.push(m as f64 / run.secs);
         }
@@ -696,14 +704,15 @@ async fn main() {
         // A first run warms the process up (allocator, thread pools). Runs this short
         // are noisy on two cores shared with the broker, so each configuration runs three
         // times, interleaved, and the median counts.
-        run_listener(&broker, &broker.topic("breaker-warm"), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+        run_listener(&broker, &broker.topic("breaker-warm"), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
         let (mut off, mut on, mut poison) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..3 {
             let r =
-                run_listener(&broker, &broker.topic(&format!("breaker-off-{i}")), quick(), None, ok, (n, 100), false, |h, _| h >= n).await;
+                run_listener(&broker, &broker.topic(&format!("breaker-off-{i}")), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
             off.push(n as f64 / r.secs);
             let r =
-                run_listener(&broker, &broker.topic(&format!("breaker-on-{i}")), quick(), None, ok, (n, 100), true, |h, _| h >= n).await;
+                run_listener(&broker, &broker.topic(&format!("breaker-on-{i}")), quick(), None, ok, (n, 100), WITH_BREAKER, |h, _| h >= n)
+                    .await;
             on.push(n as f64 / r.secs);
             // The rest's throughput: until every healthy record is handled (the poison one
             // is still on its way through the retry topic to the DLT, at its own pace).
@@ -714,7 +723,7 @@ async fn main() {
                 None,
                 poison_key_zero,
                 (n, 100),
-                true,
+                WITH_BREAKER,
                 |h, _| h >= n - 1,
             )
             .await;
@@ -729,19 +738,7 @@ async fn main() {
 
     if wants("slow") {
         let m = 8_000;
-        let topic = broker.topic("slow");
-        let run = run_listener(
-            &broker,
-            &topic,
-            policy(Duration::from_millis(10)),
-            Some(Duration::from_millis(2)),
-            ok,
-            (m, 100),
-            false,
-            |h, _| h >= m,
-        )
-        .await;
-        let rate = m as f64 / run.secs;
+        let rate = slow_handler_rate(&broker, "slow", m, 1).await;
         let bound = f64::from(PARTITIONS) * 500.0;
         row(&b, &format!("handler awaiting 2 ms, records/s (bound {bound:.0})"), format!("{rate:.0}"), "", None);
         row(&b, "2 ms handler / partitions x 500/s", format!("{:.2}", rate / bound), ">= 0.95", Some(rate / bound >= 0.95));
@@ -762,34 +759,16 @@ async fn main() {
         row(&b, "  2 ms handler / bare tokio sleep loop", format!("{:.2}", rate / timer_rate), "(context)", None);
         // The same handler with 4 calls per partition at once (keys k0, k1, … round-robin:
         // no two records in a row share a key). The target is the same row's.
-        let topic = broker.topic("slow4");
-        let run = run_listener_with(
-            &broker,
-            &topic,
-            policy(Duration::from_millis(10)),
-            Some(Duration::from_millis(2)),
-            ok,
-            (m, 100),
-            false,
-            4,
-            |h, _| h >= m,
-        )
-        .await;
-        let rate = m as f64 / run.secs;
+        let rate = slow_handler_rate(&broker, "slow4", m, 4).await;
         row(&b, "handler awaiting 2 ms, key_concurrency(4), records/s", format!("{rate:.0}"), "", None);
-        row(
-            &b,
-            "2 ms handler, key_concurrency(4) / partitions x 500/s",
-            format!("{:.2}", rate / bound),
-            ">= 0.95",
-            Some(rate / bound >= 0.95),
-        );
+        let ratio = rate / bound;
+        row(&b, "2 ms handler, key_concurrency(4) / partitions x 500/s", format!("{ratio:.2}"), ">= 0.95", Some(ratio >= 0.95));
     }
 
     if wants("lateness") {
         let topic = broker.topic("delay");
         let run =
-            run_listener(&broker, &topic, policy(Duration::from_secs(1)), None, fail_first, (2_000, 100), false, |h, _| h >= 2_000).await;
+            run_listener(&broker, &topic, policy(Duration::from_secs(1)), None, fail_first, (2_000, 100), PLAIN, |h, _| h >= 2_000).await;
         let mut late: Vec<i64> = run.lateness.iter().map(|(due, at)| at - due).collect();
         late.sort_unstable();
         let early = late.iter().filter(|l| **l < 0).count();

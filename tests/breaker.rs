@@ -38,24 +38,10 @@ impl Log {
 }
 
 /// A store that is down for `outage` from the first call on, and rejects `poison` always;
-/// records retried every 500 ms, `attempts` in all.
+/// records retried every 500 ms, `attempts` in all, `key_concurrency` calls per partition
+/// at once.
 #[allow(clippy::too_many_arguments)]
 fn listener(
-    name: &str,
-    topic: &str,
-    group: &str,
-    attempts: u32,
-    outage: Duration,
-    poison: Option<&'static str>,
-    breaker: bool,
-    log: &Log,
-) -> Listener {
-    listener_with(name, topic, group, attempts, outage, poison, breaker, log, 1)
-}
-
-/// [`listener`] with `key_concurrency` calls per partition at once.
-#[allow(clippy::too_many_arguments)]
-fn listener_with(
     name: &str,
     topic: &str,
     group: &str,
@@ -119,7 +105,7 @@ fn assert_in_order(log: &Log) {
 async fn run_outage(broker: &Broker, breaker: bool, key_concurrency: usize) -> (MetricsSnapshot, Log, String, String) {
     let (topic, group) = (broker.unique("outage"), broker.unique("g"));
     let log = Log::default();
-    let l = listener_with("store", &topic, &group, 10, Duration::from_secs(3), None, breaker, &log, key_concurrency);
+    let l = listener("store", &topic, &group, 10, Duration::from_secs(3), None, breaker, &log, key_concurrency);
     broker.prepare(&l, PARTITIONS).await;
     produce(broker, &topic, RECORDS, &[]).await;
     let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
@@ -168,7 +154,7 @@ async fn one_poison_key_goes_the_non_blocking_way_and_never_opens_the_breaker() 
     let broker = Broker::get();
     let (topic, group) = (broker.unique("outlier"), broker.unique("g"));
     let log = Log::default();
-    let l = listener("store", &topic, &group, 3, Duration::ZERO, Some("poison"), true, &log);
+    let l = listener("store", &topic, &group, 3, Duration::ZERO, Some("poison"), true, &log, 1);
     broker.prepare(&l, PARTITIONS).await;
     produce(&broker, &topic, RECORDS, &["poison"]).await;
     let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
@@ -186,13 +172,13 @@ async fn an_outage_with_an_outlier_and_a_rebalance_while_open_loses_nothing_and_
     let broker = Broker::get();
     let (topic, group) = (broker.unique("both"), broker.unique("g"));
     let log = Log::default();
-    let first = listener("store", &topic, &group, 3, Duration::from_secs(4), Some("poison"), true, &log);
+    let first = listener("store", &topic, &group, 3, Duration::from_secs(4), Some("poison"), true, &log, 1);
     broker.prepare(&first, PARTITIONS).await;
     produce(&broker, &topic, RECORDS, &["poison"]).await;
     let a = broker.runtime().listener(first).build().unwrap().start().await.unwrap();
     eventually(WAIT, "the breaker open", || a.metrics().breaker_open == 1).await;
     // A second member joins while the first one's breaker is open: partitions move.
-    let second = listener("store", &topic, &group, 3, Duration::from_secs(2), Some("poison"), true, &log);
+    let second = listener("store", &topic, &group, 3, Duration::from_secs(2), Some("poison"), true, &log, 1);
     let b = broker.runtime().listener(second).build().unwrap().start().await.unwrap();
     let both = |a: &RunningRuntime, b: &RunningRuntime| a.metrics() + b.metrics();
     eventually_explained(
@@ -235,7 +221,7 @@ async fn a_partition_revoked_while_paused_is_read_again_when_it_comes_back() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("back"), broker.unique("g"));
     let log = Log::default();
-    let first = listener("back", &topic, &group, 3, Duration::ZERO, None, false, &log);
+    let first = listener("back", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     broker.prepare(&first, 2).await;
     let a = broker.runtime().listener(first).build().unwrap().start().await.unwrap();
     a.pause("back").unwrap();
@@ -243,7 +229,7 @@ async fn a_partition_revoked_while_paused_is_read_again_when_it_comes_back() {
     eventually(WAIT, "records read and held by the first member", || a.metrics().queued_bytes > 0).await;
     // A second member joins: the first one's partitions are revoked while paused, and one of
     // them comes back to it.
-    let second = listener("back", &topic, &group, 3, Duration::ZERO, None, false, &log);
+    let second = listener("back", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     let b = broker.runtime().listener(second).build().unwrap().start().await.unwrap();
     b.pause("back").unwrap();
     assert!(b.wait_for_assignment(WAIT).await, "the second member got a partition");
@@ -266,7 +252,7 @@ async fn an_operator_pauses_and_resumes_a_listener() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("manual"), broker.unique("g"));
     let log = Log::default();
-    let l = listener("manual", &topic, &group, 3, Duration::ZERO, None, false, &log);
+    let l = listener("manual", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     broker.prepare(&l, 1).await;
     let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
     assert!(running.pause("no-such-listener").is_err());
@@ -292,7 +278,7 @@ async fn pausing_and_resuming_over_and_over_hands_every_record_over_once() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("flicker"), broker.unique("g"));
     let log = Log::default();
-    let l = listener("flicker", &topic, &group, 3, Duration::ZERO, None, false, &log);
+    let l = listener("flicker", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     broker.prepare(&l, 8).await;
     produce(&broker, &topic, N, &[]).await;
     let running = Arc::new(broker.runtime().listener(l).build().unwrap().start().await.unwrap());
