@@ -6,11 +6,13 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
 use common::{eventually, Broker};
-use retryable_topic::{Backoff, HandlerError, RetryPolicy};
+use retryable_topic::{handler, Backoff, HandlerError, Listener, Record, RetryPolicy};
+use tokio::sync::Semaphore;
 
 /// The body of `GET /metrics` at `address`.
 fn scrape(address: &str) -> String {
@@ -42,17 +44,54 @@ async fn the_metrics_endpoint_shows_what_happened() {
         _ => Ok(()),
     });
     broker.prepare(&listener, 1).await;
+    // A second listener, 4 calls per partition at once: three records of one hot key, held
+    // in the handler until released, then one other key.
+    let hot_topic = broker.unique("prom-hot");
+    let release = Arc::new(Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let hot = Listener::builder("hot")
+        .topics([hot_topic.as_str()])
+        .group(broker.unique("g-hot"))
+        .key_concurrency(4)
+        .handler(handler::record(move |_: Record| {
+            let gate = Arc::clone(&gate);
+            async move {
+                gate.acquire().await.expect("open").forget();
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&hot, 1).await;
     let address = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let running = broker.runtime().prometheus(&address).listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().prometheus(&address).listener(listener).listener(hot).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
+    for key in ["hot", "hot", "hot", "cold"] {
+        broker.produce(&producer, &hot_topic, Some(key), Some(b"{}"), &[]).await;
+    }
+    let h = r#"listener="hot""#;
+    eventually(Duration::from_secs(60), "two calls under way and two hot records waiting for their key", || {
+        let body = scrape(&address);
+        sample(&body, "retryable_topic_concurrent_calls", h) == Some(2.0)
+            && sample(&body, "retryable_topic_waiting_for_key", h) == Some(2.0)
+    })
+    .await;
+    release.add_permits(4);
+    eventually(Duration::from_secs(60), "the hot listener done, its gauges back to 0", || {
+        let body = scrape(&address);
+        running.listener_metrics("hot").is_some_and(|m| m.processed == 4)
+            && sample(&body, "retryable_topic_concurrent_calls", h) == Some(0.0)
+            && sample(&body, "retryable_topic_waiting_for_key", h) == Some(0.0)
+    })
+    .await;
     for i in 0..10 {
         broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
     }
     eventually(Duration::from_secs(60), "every record handled or dead-lettered", || {
-        let m = running.metrics();
+        let m = running.listener_metrics("prom").expect("the listener");
         m.processed == 9 && m.dead_lettered == 1
     })
     .await;

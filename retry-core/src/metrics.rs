@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
-//! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}` | gauge |
+//! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -155,6 +155,8 @@ struct Handles {
     in_flight_republishes: metrics::Gauge,
     breaker_open: metrics::Gauge,
     paused_partitions: [metrics::Gauge; 4],
+    concurrent_calls: metrics::Gauge,
+    waiting_for_key: metrics::Gauge,
 }
 
 /// The pause reasons as the `reason` label writes them, in `paused_partitions` order.
@@ -170,6 +172,8 @@ impl Default for Handles {
             in_flight_republishes: metrics::Gauge::noop(),
             breaker_open: metrics::Gauge::noop(),
             paused_partitions: std::array::from_fn(|_| metrics::Gauge::noop()),
+            concurrent_calls: metrics::Gauge::noop(),
+            waiting_for_key: metrics::Gauge::noop(),
         }
     }
 }
@@ -186,6 +190,8 @@ impl Handles {
             breaker_open: metrics::gauge!("retryable_topic_breaker_open", "listener" => l.clone()),
             paused_partitions: PAUSE_REASONS
                 .map(|reason| metrics::gauge!("retryable_topic_paused_partitions", "listener" => l.clone(), "reason" => reason)),
+            concurrent_calls: metrics::gauge!("retryable_topic_concurrent_calls", "listener" => l.clone()),
+            waiting_for_key: metrics::gauge!("retryable_topic_waiting_for_key", "listener" => l.clone()),
         }
     }
 }
@@ -214,6 +220,13 @@ impl Metrics {
     /// Republishes in flight changed by `delta`.
     pub(crate) fn add_in_flight(&self, delta: f64) {
         self.facade.handles.in_flight_republishes.increment(delta);
+    }
+
+    /// Under key concurrency: handler calls running alongside others changed by `calls`,
+    /// records waiting for their key by `waiting`.
+    pub(crate) fn add_key_concurrency(&self, calls: f64, waiting: f64) {
+        self.facade.handles.concurrent_calls.increment(calls);
+        self.facade.handles.waiting_for_key.increment(waiting);
     }
 
     /// Partitions paused for reason number `reason` (see [`PAUSE_REASONS`]) now.

@@ -186,6 +186,7 @@ pub(crate) fn spawn(
         held: None,
         stopped: false,
         reported_in_flight: 0,
+        reported_calls: (0, 0),
     };
     let guard = FinishGuard(Arc::clone(&finished));
     let join = tokio::spawn(
@@ -253,6 +254,8 @@ struct Owner {
     stopped: bool,
     /// This partition's share of the in-flight gauge.
     reported_in_flight: usize,
+    /// This partition's share of the concurrent-calls and waiting-for-key gauges.
+    reported_calls: (usize, usize),
     /// Handler calls at once (1: inline, one record at a time).
     concurrency: usize,
     /// Handler calls under way (`concurrency` above 1).
@@ -384,6 +387,8 @@ impl Owner {
         }
         // Abandoned publishes leave the gauge with the owner.
         self.shared.metrics.add_in_flight(-(self.reported_in_flight as f64));
+        let (calls, waiting) = self.reported_calls;
+        self.shared.metrics.add_key_concurrency(-(calls as f64), -(waiting as f64));
     }
 
     /// Follows the listener's gate: held pauses the partition (reason breaker) once it
@@ -540,12 +545,19 @@ impl Owner {
         }
     }
 
-    /// Brings the listener's in-flight gauge up to date with this partition's window.
+    /// Brings the listener's in-flight gauge (and under key concurrency, its calls and
+    /// waiting gauges) up to date with this partition.
     fn report_in_flight(&mut self) {
         let now = self.window.in_flight();
         if now != self.reported_in_flight {
             self.shared.metrics.add_in_flight(now as f64 - self.reported_in_flight as f64);
             self.reported_in_flight = now;
+        }
+        let calls = (self.running.len(), self.waiting);
+        if calls != self.reported_calls {
+            let (was_calls, was_waiting) = self.reported_calls;
+            self.shared.metrics.add_key_concurrency(calls.0 as f64 - was_calls as f64, calls.1 as f64 - was_waiting as f64);
+            self.reported_calls = calls;
         }
     }
 
