@@ -16,7 +16,6 @@
 use std::sync::Arc;
 
 use crate::breaker::CircuitBreaker;
-pub use crate::concurrency::MAX_KEY_CONCURRENCY;
 use crate::error::{ConfigError, Result};
 use crate::handler::Handler;
 use crate::policy::RetryPolicy;
@@ -173,7 +172,8 @@ impl ListenerBuilder {
     /// A record whose key is still in the handler waits for it; the records of other keys
     /// behind it go on. Offsets are stored as a contiguous watermark: a record's
     /// offset passes only when every record before it is done, so a crash handles again
-    /// at most what was in flight, as always. At most [`MAX_KEY_CONCURRENCY`].
+    /// at most what was in flight, as always. At most
+    /// [`MAX_KEY_CONCURRENCY`](crate::concurrency::MAX_KEY_CONCURRENCY).
     pub fn key_concurrency(mut self, n: usize) -> Self {
         self.key_concurrency = Some(n);
         self
@@ -232,7 +232,7 @@ mod tests {
         assert!(err(Listener::builder("l").topics(["a", "a-retries-g"]).group("g").handler(noop())).contains("a-retries-g"));
         let concurrency = |n| Listener::builder("l").topics(["a"]).group("g").handler(noop()).key_concurrency(n);
         assert!(err(concurrency(0)).contains("`key_concurrency`"));
-        assert!(err(concurrency(MAX_KEY_CONCURRENCY + 1)).contains("1025"));
+        assert!(err(concurrency(crate::concurrency::MAX_KEY_CONCURRENCY + 1)).contains("1025"));
         assert_eq!(concurrency(8).build().unwrap().key_concurrency(), 8);
     }
 

@@ -279,9 +279,17 @@ struct Call {
     attempt: u32,
     retry: Option<RetryHeaders>,
     probe: Option<Probe>,
-    /// Its place in the window, taken when it started (`concurrency` above 1); inline
-    /// calls take theirs when done.
-    seq: Option<u64>,
+    /// Its place among the running calls (`concurrency` above 1); inline calls take their
+    /// place in the window when done.
+    place: Option<Place>,
+}
+
+/// Where a call made alongside others stands: its place in the window, taken when it
+/// started (or earlier, while it waited), and its key's hash among the busy keys.
+#[derive(Clone, Copy)]
+struct Place {
+    seq: u64,
+    key: u64,
 }
 
 /// A call made alongside others, back with its outcome.
@@ -355,10 +363,7 @@ impl Owner {
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
                 }
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
-                Some(ran) = self.running.next(), if !self.running.is_empty() => {
-                    self.shared.metrics.observe_handler(ran.took);
-                    self.called(ran.call, ran.result).await;
-                }
+                Some(ran) = self.running.next(), if !self.running.is_empty() => self.called(ran.call, ran.result, ran.took).await,
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.accept(batch),
                     None => inbox_open = false,
@@ -427,7 +432,6 @@ impl Owner {
     /// the window stays open): called again first when the gate opens.
     fn park(&mut self, parked: Parked, until_ms: Option<i64>) {
         tracing::debug!(offset = parked.record.offset(), probe_at = ?until_ms.map(format_ms), "held for the circuit breaker (parked)");
-        self.busy_keys.entry(self.key_of(&parked.record)).or_default();
         let parked = Parked { record: parked.record.unshared(), ..parked };
         let at = self.parked.partition_point(|p| p.seq < parked.seq);
         self.parked.insert(at, parked);
@@ -445,11 +449,10 @@ impl Owner {
             return;
         }
         let waiting = self.busy_keys.values_mut().flat_map(std::mem::take);
-        let abandoned: Vec<u64> = self.parked.drain(..).chain(self.ready.drain(..)).chain(waiting).map(|p| p.seq).collect();
-        self.waiting = 0;
-        for seq in abandoned {
-            self.window.settle(seq, Outcome::Abandoned);
+        for p in self.parked.drain(..).chain(self.ready.drain(..)).chain(waiting) {
+            self.window.settle(p.seq, Outcome::Abandoned);
         }
+        self.waiting = 0;
         self.drain_window();
     }
 
@@ -468,7 +471,7 @@ impl Owner {
     }
 
     /// The hash a record's key is known by among the busy keys.
-    fn key_of(&self, record: &Record) -> u64 {
+    fn busy_key_of(&self, record: &Record) -> u64 {
         self.keys.hash_one(record.key())
     }
 
@@ -609,7 +612,7 @@ impl Owner {
         }
     }
 
-    /// Finishes a record at its place in the window (see [`Call::seq`]; none: a new one).
+    /// Finishes a record at its place in the window (see [`Place`]; none: a new one).
     fn finish_at(&mut self, seq: Option<u64>, offset: i64, bytes: usize) {
         match seq {
             None => self.finish(offset, bytes),
@@ -694,8 +697,9 @@ impl Owner {
     async fn handle(&mut self, mut record: Record, bytes: usize, attempt: u32, retry: Option<RetryHeaders>, seq: Option<u64>) {
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
-        if self.concurrency > 1 && seq.is_none() {
-            if let Some(waiting) = self.busy_keys.get_mut(&self.keys.hash_one(record.key())) {
+        let key = (self.concurrency > 1).then(|| self.busy_key_of(&record));
+        if let (Some(key), None) = (key, seq) {
+            if let Some(waiting) = self.busy_keys.get_mut(&key) {
                 // Its key is in the handler: it waits its turn, with its place taken now.
                 let seq = self.window.reserve(record.offset(), bytes);
                 waiting.push_back(Parked { record, bytes, attempt, retry, seq });
@@ -718,16 +722,15 @@ impl Owner {
         if let Some(r) = &retry {
             shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
         }
-        if self.concurrency == 1 {
+        let Some(key) = key else {
             let started = std::time::Instant::now();
             let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
-            shared.metrics.observe_handler(started.elapsed());
-            return self.called(Call { record, bytes, attempt, retry, probe, seq: None }, result).await;
-        }
+            return self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, started.elapsed()).await;
+        };
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
-        self.busy_keys.entry(self.key_of(&record)).or_default();
+        self.busy_keys.entry(key).or_default();
         let (handler, cancel) = (Arc::clone(listener.handler()), self.cancel.clone());
-        let call = Call { record, bytes, attempt, retry, probe, seq: Some(seq) };
+        let call = Call { record, bytes, attempt, retry, probe, place: Some(Place { seq, key }) };
         self.running.push(
             async move {
                 let started = std::time::Instant::now();
@@ -738,11 +741,13 @@ impl Owner {
         );
     }
 
-    /// What follows a handler call: the breaker learns its outcome; the record is done,
-    /// held for the breaker, or failed and carried on by the journey's plan.
-    async fn called(&mut self, call: Call, result: Result<(), HandlerError>) {
-        let Call { record, bytes, attempt, retry, probe, seq } = call;
+    /// What follows a handler call that took `took`: the breaker learns its outcome; the
+    /// record is done, held for the breaker, or failed and carried on by the journey's plan.
+    async fn called(&mut self, call: Call, result: Result<(), HandlerError>, took: Duration) {
+        let Call { record, bytes, attempt, retry, probe, place } = call;
+        let seq = place.map(|p| p.seq);
         let shared = Arc::clone(&self.shared);
+        shared.metrics.observe_handler(took);
         let listener = &shared.listener;
         let offset = record.offset();
         // Only a retryable failure may be an outage; a fatal one says the record is bad,
@@ -756,8 +761,8 @@ impl Owner {
             None => shared.circuit.record(outage_like, || circuit::key_of(&record)) && outage_like,
         };
         // The next record of its key may go, unless this one is parked (it goes first).
-        if seq.is_some() && !(held && result.is_err()) {
-            self.key_done(self.key_of(&record));
+        if let Some(place) = place.filter(|_| !(held && result.is_err())) {
+            self.key_done(place.key);
         }
         if let Some(seq) = seq.filter(|_| self.stopped) {
             // The partition stopped while this call ran: its offset stays before it.
