@@ -185,6 +185,7 @@ pub(crate) fn spawn(
         not_due_until: None,
         held: None,
         stopped: false,
+        gave_up: false,
         reported_in_flight: 0,
         reported_calls: (0, 0),
     };
@@ -252,6 +253,9 @@ struct Owner {
     /// The record last held back as not due: (offset, until).
     held: Option<(i64, i64)>,
     stopped: bool,
+    /// A record was given up half-way (revocation or shutdown): no offset passes it, even
+    /// when records behind it are done.
+    gave_up: bool,
     /// This partition's share of the in-flight gauge.
     reported_in_flight: usize,
     /// This partition's share of the concurrent-calls and waiting-for-key gauges.
@@ -586,11 +590,12 @@ impl Owner {
     fn complete(&mut self, c: Released<Outcome>) {
         self.unreleased += c.bytes;
         match c.outcome {
-            Outcome::Done if !self.stopped => {
+            Outcome::Done if !self.stopped && !self.gave_up => {
                 self.done_through = Some(c.offset);
                 self.finished_since_store += 1;
             }
-            Outcome::Done | Outcome::Abandoned => {}
+            Outcome::Done => {}
+            Outcome::Abandoned => self.gave_up = true,
             Outcome::Stop => self.stop(),
         }
     }
