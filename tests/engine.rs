@@ -342,6 +342,54 @@ async fn always_retry_on_error_keeps_publishing_to_the_dlt_until_it_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_publish_refused_at_delivery_is_published_again_byte_for_byte() {
+    // The producer gives a refused message back; the runtime keeps no copy of a record
+    // whose publish is under way, so what it publishes again is what was given back.
+    let broker = Broker::get();
+    if !broker.require(common::Capability::DeleteTopic, "a_retry_publish_refused_at_delivery_is_published_again_byte_for_byte") {
+        return;
+    }
+    let (topic, group) = (broker.unique("refused"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("refused", &topic, &group, policy(2, 10).build().unwrap(), &calls, |r| {
+        if r.attempt() == 1 {
+            fail("store down")
+        } else {
+            Ok(())
+        }
+    });
+    broker.prepare(&listener, 1).await;
+    let retry = listener.topology().sources()[0].retry[0].clone();
+    let running = broker
+        .runtime()
+        .producer_set("message.timeout.ms", "2000")
+        .producer_set("allow.auto.create.topics", "false")
+        .listener(listener)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    running.wait_for_assignment(WAIT).await;
+    set_writable(&broker, &retry, false).await;
+    let payload: Vec<u8> = (0..=255).collect();
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("p"), Some(&payload), &[("trace", Some(b"t-1".as_slice()))]).await;
+    eventually(WAIT, "handler failed", || calls.has("p", 1)).await;
+    // At least one publish is refused meanwhile (after message.timeout.ms, 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!calls.has("p", 2), "retried although the retry topic refuses it");
+    assert_eq!(broker.committed(&group, &topic), [-1001], "offset must not move before the retry topic has the record");
+    set_writable(&broker, &retry, true).await;
+    eventually(WAIT, "retried once the retry topic works", || calls.has("p", 2)).await;
+    let again = broker.read(&retry, 1).await.remove(0);
+    assert_eq!((again.key_str(), again.payload(), again.header("trace")), (Some("p"), Some(payload.as_slice()), Some(b"t-1".as_slice())));
+    assert_eq!(again.retry_headers().map(|h| (h.original_topic.as_str(), h.original_offset)), Some((topic.as_str(), 0)));
+    running.shutdown().await;
+    assert_eq!(broker.committed(&group, &topic), [1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_on_error_stops_the_partition_when_the_dlt_publish_fails() {
     // The DLT publish fails on every broker alike: the runtime's producer refuses records
     // over 1000 bytes, and the poison record's DLT copy (its payload plus the retry

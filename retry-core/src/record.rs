@@ -179,6 +179,21 @@ impl Copier {
     }
 }
 
+/// Where a [`Record`] was read (see [`Record::read_at`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ReadAt {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+}
+
+impl ReadAt {
+    pub(crate) fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
 /// What a queued record is taken to cost besides its bytes (bookkeeping, allocations).
 const OVERHEAD_BYTES: usize = 160;
 
@@ -259,6 +274,22 @@ impl Record {
             1 => self,
             _ => self.repack(self.key(), self.payload(), None),
         }
+    }
+
+    /// Where the record was read: all a publish keeps of it once the producer holds its
+    /// own copy.
+    pub(crate) fn read_at(&self) -> ReadAt {
+        let m = self.meta();
+        ReadAt { topic: Arc::clone(&self.copies.topic), partition: m.partition, offset: m.offset, timestamp_ms: m.timestamp_ms }
+    }
+
+    /// The record read at `at`, with the key, payload and headers of `m`: a message the
+    /// producer gave back with a refused publish (headers not decoded: attempt 1).
+    pub(crate) fn given_back<M: Message>(at: ReadAt, m: &M) -> Self {
+        let mut record = Self::copy_alone(m, at.topic);
+        let meta = &mut Arc::make_mut(&mut record.copies).records[0];
+        (meta.partition, meta.offset, meta.timestamp_ms) = (at.partition, at.offset, at.timestamp_ms);
+        record
     }
 
     /// Reads the framework headers (`Ok(None)`: there are none).
@@ -409,6 +440,24 @@ mod tests {
         assert_eq!(alone.copies.data.capacity(), 2 + 2 + 2, "sized for its own key, payload and header value");
         drop((a, b));
         assert_eq!(alone.payload(), Some(&b"pa"[..]));
+    }
+
+    #[test]
+    fn a_message_given_back_is_the_record_where_it_was_read() {
+        let (a, _) = two(None, b"pb");
+        // The producer gives back what it was asked to publish, addressed to the retry topic.
+        let back = OwnedMessage::new(
+            Some(b"pa".to_vec()),
+            Some(b"ka".to_vec()),
+            "t-retry".into(),
+            Timestamp::NotAvailable,
+            0,
+            -1,
+            Some(OwnedHeaders::new().insert(Header { key: "h", value: Some(b"va") })),
+        );
+        let again = Record::given_back(a.read_at(), &back);
+        assert_eq!(again, a);
+        assert_eq!((again.topic(), again.partition(), again.offset(), again.timestamp_ms()), ("t", 3, 1, Some(7)));
     }
 
     #[test]

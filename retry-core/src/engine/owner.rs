@@ -37,6 +37,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use rdkafka::producer::DeliveryFuture;
 use tokio::sync::Notify;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -46,14 +47,14 @@ use tracing::Instrument;
 use super::circuit::{self, Gate, Pass, Probe};
 use super::execute;
 use super::partition::{PartitionSlot, PauseReason, ReadPosition};
-use super::publish::{acknowledged, PublishError};
+use super::publish::{acknowledged, delivered, PublishError};
 use super::queue::{self, OwnQueue, Read};
 use super::window::{Released, Window};
 use super::Shared;
 use crate::failure::HandlerError;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
-use crate::record::{ReadShape, Record};
+use crate::record::{ReadAt, ReadShape, Record};
 use crate::time::{format_ms, now_ms};
 use crate::topology::{Role, SourceTopics};
 
@@ -628,16 +629,8 @@ impl Owner {
         }
     }
 
-    /// Puts the publish `publish(record)` builds in the window. The record is copied out of
-    /// its read first: a publish may wait long (a broker down, a DLT retried on), and must
-    /// not keep the rest of its read alive meanwhile (with sparse failures, up to
-    /// `MAX_IN_FLIGHT` reads per partition).
-    fn push_publish<F>(&mut self, seq: Option<u64>, record: Record, bytes: usize, publish: impl FnOnce(Record) -> F)
-    where
-        F: std::future::Future<Output = Outcome> + Send + 'static,
-    {
-        let offset = record.offset();
-        let publish = publish(record.unshared()).boxed();
+    /// Puts the publish of the record at `offset` in the window.
+    fn push_publish(&mut self, seq: Option<u64>, offset: i64, bytes: usize, publish: BoxFuture<'static, Outcome>) {
         match seq {
             None => self.window.publishing(offset, bytes, publish),
             Some(seq) => self.window.publishing_at(seq, publish),
@@ -825,10 +818,17 @@ impl Owner {
     }
 
     /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
+    /// Enqueues the record's republish; once the producer holds its own copy, the publish
+    /// keeps only where the record was read (a refused one brings the record back), so a
+    /// publish waiting long keeps no read's bytes alive.
     async fn publish_retry(&mut self, seq: Option<u64>, record: Record, bytes: usize, target: RetryTarget) {
         let enqueued = self.shared.publisher.enqueue(&target.topic, &record, &target.headers).await;
-        let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-        self.push_publish(seq, record, bytes, |record| republish(shared, cancel, record, target, enqueued));
+        let (shared, cancel, offset) = (Arc::clone(&self.shared), self.cancel.clone(), record.offset());
+        let publish = match enqueued {
+            Ok(delivery) => republish(shared, cancel, record.read_at(), target, delivery).boxed(),
+            Err(e) => publish_failed(shared, cancel, record.unshared(), target, e).boxed(),
+        };
+        self.push_publish(seq, offset, bytes, publish);
     }
 
     fn source(&self) -> &SourceTopics {
@@ -877,8 +877,10 @@ impl Owner {
                 self.publish_retry(seq, record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt }).await;
             }
             Plan::DeadLetter { topic, headers } => {
-                let (shared, cancel) = (Arc::clone(&self.shared), self.cancel.clone());
-                self.push_publish(seq, record, bytes, |record| dead_letter(shared, cancel, record, topic, headers));
+                // A DLT publish may be tried again for long: it keeps its record copied
+                // out of the read, so the rest of the read is not kept alive meanwhile.
+                let publish = dead_letter(Arc::clone(&self.shared), self.cancel.clone(), record.unshared(), topic, headers);
+                self.push_publish(seq, offset, bytes, publish.boxed());
             }
         }
     }
@@ -898,22 +900,17 @@ struct RetryTarget {
     failed_attempt: u32,
 }
 
-/// Waits for a retry-topic publish. Should it fail, [`publish_failed`] takes over: the
-/// usual acknowledgement costs a small future, the rarer paths a second allocation.
-async fn republish(
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    record: Record,
-    target: RetryTarget,
-    enqueued: Result<rdkafka::producer::DeliveryFuture, PublishError>,
-) -> Outcome {
-    let result = match enqueued {
-        Ok(delivery) => acknowledged(delivery).await,
-        Err(e) => Err(e),
-    };
-    match result {
+/// Waits for a retry-topic publish of the record read at `at`. Should it be refused,
+/// [`publish_failed`] takes over with the record the producer gave back: the usual
+/// acknowledgement costs a small future, the rarer paths a second allocation.
+async fn republish(shared: Arc<Shared>, cancel: CancellationToken, at: ReadAt, target: RetryTarget, delivery: DeliveryFuture) -> Outcome {
+    match delivered(delivery).await {
         Ok(()) => republished(&shared, target.hop),
-        Err(e) => publish_failed(shared, cancel, record, target, e).boxed().await,
+        Err((e, Some(message))) => publish_failed(shared, cancel, Record::given_back(at, &message), target, e).boxed().await,
+        Err((e, None)) => {
+            tracing::debug!(offset = at.offset(), error = %e, "producer gone before the acknowledgement; the record stays uncommitted");
+            Outcome::Abandoned
+        }
     }
 }
 

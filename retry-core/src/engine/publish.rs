@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::headers::{self, HeaderFormat, RetryHeaders};
@@ -103,11 +103,16 @@ impl Publisher {
 
 /// Awaits an enqueued publish.
 pub(crate) async fn acknowledged(delivery: DeliveryFuture) -> Result<(), PublishError> {
+    delivered(delivery).await.map_err(|(error, _)| error)
+}
+
+/// Awaits an enqueued publish; a refused one comes with the message the producer gave
+/// back (`None`: the producer was dropped, only at shutdown; the record stays uncommitted).
+pub(crate) async fn delivered(delivery: DeliveryFuture) -> Result<(), (PublishError, Option<OwnedMessage>)> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, _))) => Err(PublishError { permanent: is_permanent(&error), error }),
-        // The producer was dropped: only at shutdown; the record stays uncommitted.
-        Err(_) => Err(PublishError { error: KafkaError::Canceled, permanent: false }),
+        Ok(Err((error, message))) => Err((PublishError { permanent: is_permanent(&error), error }, Some(message))),
+        Err(_) => Err((PublishError { error: KafkaError::Canceled, permanent: false }, None)),
     }
 }
 
