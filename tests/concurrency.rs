@@ -95,6 +95,36 @@ async fn run(broker: &Broker, topic: &str, listener: Listener, records: &[(&str,
     running.shutdown().await
 }
 
+/// A listener with `key_concurrency` calls per partition whose handler records every call
+/// in `calls` and holds the records `held` picks until `release` is notified.
+fn held_listener(
+    name: &str,
+    topic: &str,
+    group: &str,
+    key_concurrency: usize,
+    calls: &Calls,
+    release: &Arc<Notify>,
+    held: fn(&Record) -> bool,
+) -> Listener {
+    let (recorded, released) = (calls.clone(), Arc::clone(release));
+    Listener::builder(name)
+        .topics([topic])
+        .group(group)
+        .key_concurrency(key_concurrency)
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let released = Arc::clone(&released);
+            async move {
+                if held(&r) {
+                    released.notified().await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap()
+}
+
 /// No two records of one key at once; each key's first attempts in offset order.
 fn assert_keys_in_order(s: &Seen) {
     assert!(s.overlaps.is_empty(), "two records of one key in the handler at once: {:?}", s.overlaps);
@@ -155,25 +185,8 @@ async fn an_offset_passes_only_when_every_record_before_it_is_done() {
     // record at offset 0 again, and the group ends committed past all ten.
     let broker = Broker::get();
     let (topic, group) = (broker.unique("watermark"), broker.unique("g"));
-    let calls = Calls::default();
-    let (recorded, release) = (calls.clone(), Arc::new(Notify::new()));
-    let released = Arc::clone(&release);
-    let slow = Listener::builder("watermark")
-        .topics([topic.as_str()])
-        .group(&group)
-        .key_concurrency(4)
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            let released = Arc::clone(&released);
-            async move {
-                if r.key_str() == Some("slow") {
-                    released.notified().await;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        }))
-        .build()
-        .unwrap();
+    let (calls, release) = (Calls::default(), Arc::new(Notify::new()));
+    let slow = held_listener("watermark", &topic, &group, 4, &calls, &release, |r| r.key_str() == Some("slow"));
     broker.prepare(&slow, 1).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("slow"), Some(b"{}"), &[]).await;
@@ -203,25 +216,8 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     // may pass it, but not the record given up: it must come to the next member.
     let broker = Broker::get();
     let (topic, group) = (broker.unique("waiting-at-stop"), broker.unique("g"));
-    let calls = Calls::default();
-    let (recorded, release) = (calls.clone(), Arc::new(Notify::new()));
-    let released = Arc::clone(&release);
-    let listener = Listener::builder("waiting-at-stop")
-        .topics([topic.as_str()])
-        .group(&group)
-        .key_concurrency(2)
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            let released = Arc::clone(&released);
-            async move {
-                if r.offset() == 0 {
-                    released.notified().await;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        }))
-        .build()
-        .unwrap();
+    let (calls, release) = (Calls::default(), Arc::new(Notify::new()));
+    let listener = held_listener("waiting-at-stop", &topic, &group, 2, &calls, &release, |r| r.offset() == 0);
     broker.prepare(&listener, 1).await;
     let producer = broker.producer();
     for key in ["a", "a", "b"] {

@@ -301,6 +301,21 @@ async fn set_writable(broker: &Broker, topic: &str, writable: bool) {
     }
 }
 
+/// Starts `listener` with publishes that give up after 2 s (so a refused one comes back
+/// soon) and topics never created by publishing.
+async fn start_with_quick_publish_timeouts(broker: &Broker, listener: Listener) -> retryable_topic::RunningRuntime {
+    broker
+        .runtime()
+        .producer_set("message.timeout.ms", "2000")
+        .producer_set("allow.auto.create.topics", "false")
+        .listener(listener)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_retry_on_error_keeps_publishing_to_the_dlt_until_it_works() {
     let broker = Broker::get();
@@ -315,16 +330,7 @@ async fn always_retry_on_error_keeps_publishing_to_the_dlt_until_it_works() {
         });
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker
-        .runtime()
-        .producer_set("message.timeout.ms", "2000")
-        .producer_set("allow.auto.create.topics", "false")
-        .listener(listener)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let running = start_with_quick_publish_timeouts(&broker, listener).await;
     set_writable(&broker, &dlt, false).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("p"), Some(b"{}"), &[]).await;
@@ -360,16 +366,7 @@ async fn a_retry_publish_refused_at_delivery_is_published_again_byte_for_byte() 
     });
     broker.prepare(&listener, 1).await;
     let retry = listener.topology().sources()[0].retry[0].clone();
-    let running = broker
-        .runtime()
-        .producer_set("message.timeout.ms", "2000")
-        .producer_set("allow.auto.create.topics", "false")
-        .listener(listener)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let running = start_with_quick_publish_timeouts(&broker, listener).await;
     running.wait_for_assignment(WAIT).await;
     set_writable(&broker, &retry, false).await;
     let payload: Vec<u8> = (0..=255).collect();
