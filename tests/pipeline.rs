@@ -2,8 +2,8 @@
 //! can never be republished, the byte budget under a retry backlog and with a record
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
-//! while another one flows, and a partition the client keeps paused behind the runtime's
-//! back.
+//! while another one flows, a partition the client keeps paused behind the runtime's back,
+//! and a partition with all its records at hand that still lets other tasks run.
 
 mod common;
 
@@ -396,4 +396,54 @@ async fn a_partition_left_paused_by_the_client_is_read_again() {
     let m = running.shutdown().await;
     assert_eq!((m.processed, m.failed, m.stopped_partitions), (21, 0, 0), "{m}");
     assert_eq!(broker.committed(&group, &topic), [21]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_partition_with_its_records_at_hand_lets_other_tasks_run() {
+    // On one thread: while the first record is in the handler, librdkafka reads the rest of
+    // the partition ahead, so afterwards all of it is at hand. An owner that never gave the
+    // thread back would keep it from the second record to the last; a task beside it (a
+    // user's, or another partition's owner) must still run every so often.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("fair"), broker.unique("g"));
+    let n = 10_000u64;
+    let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
+    let (t, s) = (Arc::clone(&ticks), Arc::clone(&seen));
+    let listener = Listener::builder("fair")
+        .topics([topic.as_str()])
+        .group(&group)
+        .handler(handler::record(move |r: Record| {
+            s.lock().unwrap().push(t.load(Ordering::Relaxed));
+            async move {
+                if r.offset() == 0 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let producer = broker.producer();
+    let (broker_ref, producer_ref, topic_ref) = (&broker, &producer, &topic);
+    futures::future::join_all((0..n).map(|i| async move {
+        broker_ref.produce(producer_ref, topic_ref, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }))
+    .await;
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let beating = Arc::clone(&ticks);
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            beating.fetch_add(1, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
+    });
+    eventually(WAIT, "every record handled", || running.metrics().processed == n).await;
+    heartbeat.abort();
+    running.shutdown().await;
+    let seen = seen.lock().unwrap();
+    // The task beside it ran within every 1,000 records handled.
+    let stalls: Vec<usize> = seen[1..].windows(1_000).enumerate().filter(|(_, w)| w[0] == w[w.len() - 1]).map(|(i, _)| i + 1).collect();
+    assert!(stalls.is_empty(), "no other task ran for 1,000 records from record {:?} on ({} records)", stalls.first(), seen.len());
 }
