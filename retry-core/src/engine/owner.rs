@@ -912,9 +912,15 @@ async fn republish(shared: Arc<Shared>, cancel: CancellationToken, at: ReadAt, t
     match delivered(delivery).await {
         Ok(()) => republished(&shared, target.hop),
         Err((e, Some(message))) => publish_failed(shared, cancel, Record::given_back(at, &message), target, e).boxed().await,
-        Err((e, None)) => {
+        // The producer is gone: at shutdown, the record stays uncommitted; at any other time
+        // nothing can publish it any more, so the partition stops rather than never commit.
+        Err((e, None)) if cancel.is_cancelled() => {
             tracing::debug!(offset = at.offset(), error = %e, "producer gone before the acknowledgement; the record stays uncommitted");
             Outcome::Abandoned
+        }
+        Err((e, None)) => {
+            tracing::error!(offset = at.offset(), error = %e, "producer gone before the acknowledgement; stopping this partition");
+            Outcome::Stop
         }
     }
 }
