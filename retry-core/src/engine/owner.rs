@@ -823,9 +823,9 @@ impl Owner {
     }
 
     /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
-    /// Enqueues the record's republish; once the producer holds its own copy, the publish
-    /// keeps only where the record was read (a refused one brings the record back), so a
-    /// publish waiting long keeps no read's bytes alive.
+    /// Once the producer holds its own copy, the publish keeps only where the record was
+    /// read (a refused one comes back from the producer), so a publish waiting long keeps
+    /// no read's bytes alive.
     async fn publish_retry(&mut self, seq: Option<u64>, record: Record, bytes: usize, target: RetryTarget) {
         let enqueued = self.shared.publisher.enqueue(&target.topic, &record, &target.headers).await;
         let (shared, cancel, offset) = (Arc::clone(&self.shared), self.cancel.clone(), record.offset());

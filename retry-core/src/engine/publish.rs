@@ -107,7 +107,7 @@ pub(crate) async fn acknowledged(delivery: DeliveryFuture) -> Result<(), Publish
 }
 
 /// Awaits an enqueued publish; a refused one comes with the message the producer gave
-/// back (`None`: the producer was dropped, only at shutdown; the record stays uncommitted).
+/// back (`None`: the producer was dropped before it acknowledged, as at shutdown).
 pub(crate) async fn delivered(delivery: DeliveryFuture) -> Result<(), (PublishError, Option<OwnedMessage>)> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
