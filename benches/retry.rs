@@ -323,6 +323,15 @@ struct Run {
     lateness: Vec<(i64, i64)>,
 }
 
+impl Run {
+    /// How late each retry was handled (ms after its due time), lowest first.
+    fn sorted_lateness(&self) -> Vec<i64> {
+        let mut late: Vec<i64> = self.lateness.iter().map(|(due, at)| at - due).collect();
+        late.sort_unstable();
+        late
+    }
+}
+
 /// How the bench's listener is set up beside its policy and handler.
 #[derive(Clone, Copy)]
 struct Shape {
@@ -622,9 +631,7 @@ async fn main() {
             if wants("tenth") {
                 let topic = broker.topic(&format!("tenth-{i}"));
                 let run = run_listener(&broker, &topic, quick(), None, fail_every_tenth_once, (n, 100), PLAIN, |h, _| h >= n).await;
-                let mut late: Vec<i64> = run.lateness.iter().map(|(due, at)| at - due).collect();
-                late.sort_unstable();
-                tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs, late));
+                tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs, run.sorted_lateness()));
                 // What the machine allows for that work at all: bare clients doing it.
                 let (topic, second) = (broker.topic(&format!("bare-work-{i}")), broker.topic(&format!("bare-work-second-{i}")));
                 broker.create(&topic, PARTITIONS).await;
@@ -651,8 +658,7 @@ async fn main() {
         }
         if wants("tenth") {
             tenth.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (rate, first_attempts_secs, secs, late) = &tenth[tenth.len() / 2];
-            let (rate, first_attempts_secs, secs) = (*rate, *first_attempts_secs, *secs);
+            let &(rate, first_attempts_secs, secs, ref late) = &tenth[tenth.len() / 2];
             row(&b, &format!("runtime, 10% failing once (10 ms backoff), records/s (median of {rounds})"), format!("{rate:.0}"), "", None);
             row(&b, "  of which first attempts done after / all done after", format!("{first_attempts_secs:.3} s / {secs:.3} s"), "", None);
             // Under this load the machine's two cores are busy; the lateness row below
@@ -781,8 +787,7 @@ async fn main() {
         let topic = broker.topic("delay");
         let run =
             run_listener(&broker, &topic, policy(Duration::from_secs(1)), None, fail_first, (2_000, 100), PLAIN, |h, _| h >= 2_000).await;
-        let mut late: Vec<i64> = run.lateness.iter().map(|(due, at)| at - due).collect();
-        late.sort_unstable();
+        let late = run.sorted_lateness();
         let early = late.iter().filter(|l| **l < 0).count();
         row(&b, "retries handled before their due time", format!("{early} of {}", late.len()), "= 0", Some(early == 0));
         let p99 = percentile(&late, 0.99);

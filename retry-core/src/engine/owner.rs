@@ -332,17 +332,16 @@ impl Owner {
                 && self.window.in_flight() < MAX_IN_FLIGHT
                 && self.running.len() < self.concurrency
             {
+                // A partition whose records are all at hand would otherwise keep its worker
+                // thread until the last one: every so many turns (tokio's task budget) it
+                // lets the other partitions and tasks run, before it takes a record out.
+                tokio::task::coop::consume_budget().await;
                 if let Some(p) = self.parked.pop_front().or_else(|| self.ready.pop_front()) {
-                    tokio::task::coop::consume_budget().await;
                     self.handle(p.record, p.bytes, p.attempt, p.retry, Some(p.seq)).await;
                     continue;
                 }
                 let record = if self.waiting < MAX_WAITING { self.queue.pop_front() } else { None };
                 if let Some(record) = record {
-                    // A partition whose records are all at hand would otherwise keep its
-                    // worker thread until the last one: every so many records (tokio's
-                    // task budget) it lets the other partitions and tasks run.
-                    tokio::task::coop::consume_budget().await;
                     self.take(record).await;
                     if self.finished_since_store >= STORE_EVERY {
                         self.store();
