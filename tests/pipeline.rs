@@ -3,7 +3,10 @@
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
 //! while another one flows, a partition the client keeps paused behind the runtime's back,
-//! and a partition with all its records at hand that still lets other tasks run.
+//! a partition with all its records at hand that still lets other tasks run, and the
+//! retries queued behind a long due wait. The budget, rebalance, fairness and long-wait
+//! tests also run with the dispatcher reading the partitions (fault injection: the path of
+//! a partition whose queue could not be split off).
 
 mod common;
 
@@ -22,6 +25,24 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn policy(attempts: u32, delay_ms: u64) -> retryable_topic::RetryPolicyBuilder {
     RetryPolicy::builder().attempts(attempts).backoff(Backoff::fixed(Duration::from_millis(delay_ms)))
+}
+
+/// Who reads a partition's records: its owner from the partition's own queue (always, in
+/// practice), or the dispatcher, which hands them over in batches (the path of a partition
+/// whose queue could not be split off, forced by fault injection).
+#[derive(Clone, Copy)]
+enum Reads {
+    OwnQueues,
+    Dispatcher,
+}
+
+impl Reads {
+    fn runtime(self, broker: &Broker) -> retryable_topic::RuntimeBuilder {
+        match self {
+            Reads::OwnQueues => broker.runtime(),
+            Reads::Dispatcher => broker.runtime().without_partition_queues(),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +136,15 @@ async fn a_record_that_fits_neither_retry_topic_nor_dlt_stops_its_partition_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_byte_budget_holds_under_a_retry_backlog_with_due_waits() {
+    budget_holds_under_a_retry_backlog(Reads::OwnQueues).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_budget_holds_when_the_dispatcher_reads_the_partitions() {
+    budget_holds_under_a_retry_backlog(Reads::Dispatcher).await;
+}
+
+async fn budget_holds_under_a_retry_backlog(reads: Reads) {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("budget"), broker.unique("g"));
     let calls = Calls::default();
@@ -128,7 +158,7 @@ async fn the_byte_budget_holds_under_a_retry_backlog_with_due_waits() {
         .build()
         .unwrap();
     broker.prepare(&listener, 2).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();
     let n = 400;
     let payload = vec![b'p'; 1_000];
@@ -145,6 +175,50 @@ async fn the_byte_budget_holds_under_a_retry_backlog_with_due_waits() {
     assert!(m.peak_queued_bytes > 0, "{m}");
     assert!(m.peak_queued_bytes <= budget as u64, "budget {budget} exceeded: {m}");
     // Never early, despite the pauses for the budget.
+    for c in calls.all().iter().filter(|c| c.attempt == 2) {
+        assert!(c.at_ms >= c.due_at_ms.unwrap(), "{} handled {} ms early", c.key, c.due_at_ms.unwrap() - c.at_ms);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retries_queued_behind_a_long_due_wait_are_read_again_and_handled() {
+    retries_behind_a_long_due_wait(Reads::OwnQueues).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retries_behind_a_long_due_wait_read_by_the_dispatcher_are_read_again() {
+    retries_behind_a_long_due_wait(Reads::Dispatcher).await;
+}
+
+/// Twenty retries in one retry partition, due in 6 s: a wait that long drops what is
+/// queued behind the first (so it holds one record of memory) and reads it again from
+/// there once the first is due. Every one must be handled once, none early, and the retry
+/// partition committed to its end.
+async fn retries_behind_a_long_due_wait(reads: Reads) {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("long-wait"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("long-wait", &topic, &group, policy(2, 6_000).build().unwrap(), &calls, |r| {
+        if r.attempt() == 1 {
+            Err(HandlerError::retryable("later"))
+        } else {
+            Ok(())
+        }
+    });
+    let retry_topic = listener.topology().subscriptions()[1].to_owned();
+    broker.prepare(&listener, 1).await;
+    let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    let n = 20;
+    for i in 0..n {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every retry handled", || (0..n).all(|i| calls.has(&format!("k{i}"), 2))).await;
+    eventually(WAIT, "the retry partition committed to its end", || broker.committed(&group, &retry_topic) == vec![n as i64]).await;
+    let m = running.shutdown().await;
+    for i in 0..n {
+        assert_eq!(calls.count(&format!("k{i}"), 2), 1, "k{i} handled on its retry once: {m}");
+    }
     for c in calls.all().iter().filter(|c| c.attempt == 2) {
         assert!(c.at_ms >= c.due_at_ms.unwrap(), "{} handled {} ms early", c.key, c.due_at_ms.unwrap() - c.at_ms);
     }
@@ -205,16 +279,21 @@ async fn a_record_larger_than_half_the_budget_waits_for_its_room_without_spinnin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_between_live_members_while_a_record_is_in_hand_stays_safe() {
-    rebalance_while_in_hand(1).await;
+    rebalance_while_in_hand(1, Reads::OwnQueues).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_while_several_records_of_a_partition_are_in_hand_stays_safe() {
-    rebalance_while_in_hand(4).await;
+    rebalance_while_in_hand(4, Reads::OwnQueues).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_the_dispatcher_reads_the_partitions_stays_safe() {
+    rebalance_while_in_hand(1, Reads::Dispatcher).await;
 }
 
 /// The rebalance test, with `key_concurrency` records of a partition in the handler at once.
-async fn rebalance_while_in_hand(key_concurrency: usize) {
+async fn rebalance_while_in_hand(key_concurrency: usize, reads: Reads) {
     // Member A holds a slow record on every partition when member B joins; B then leaves,
     // so partitions go to B and come back to A. Throughout: no record is handled by two
     // workers at once (revocation waits for the record in hand), no committed offset ever
@@ -251,7 +330,7 @@ async fn rebalance_while_in_hand(key_concurrency: usize) {
     };
     let a = make("member-a");
     broker.prepare(&a, partitions).await;
-    let member_a = broker.runtime().rebalance_grace(Duration::from_secs(15)).listener(a).build().unwrap().start().await.unwrap();
+    let member_a = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(a).build().unwrap().start().await.unwrap();
     assert!(member_a.wait_for_assignment(WAIT).await);
 
     // Watch the committed offsets: they must never move back.
@@ -281,7 +360,7 @@ async fn rebalance_while_in_hand(key_concurrency: usize) {
     }
     eventually(WAIT, "A holds a slow record", || !in_hand.lock().unwrap().is_empty()).await;
     let b = make("member-b");
-    let member_b = broker.runtime().rebalance_grace(Duration::from_secs(15)).listener(b).build().unwrap().start().await.unwrap();
+    let member_b = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(b).build().unwrap().start().await.unwrap();
     assert!(member_b.wait_for_assignment(WAIT).await, "member B got partitions");
     let n = 200;
     for i in 0..n {
@@ -400,6 +479,15 @@ async fn a_partition_left_paused_by_the_client_is_read_again() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_partition_with_its_records_at_hand_lets_other_tasks_run() {
+    records_at_hand_let_other_tasks_run(Reads::OwnQueues).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn records_read_by_the_dispatcher_let_other_tasks_run() {
+    records_at_hand_let_other_tasks_run(Reads::Dispatcher).await;
+}
+
+async fn records_at_hand_let_other_tasks_run(reads: Reads) {
     // On one thread: while the first record is in the handler, librdkafka reads the rest of
     // the partition ahead, so afterwards all of it is at hand. An owner that never gave the
     // thread back would keep it from the second record to the last; a task beside it (a
@@ -431,7 +519,7 @@ async fn a_partition_with_its_records_at_hand_lets_other_tasks_run() {
         broker_ref.produce(producer_ref, topic_ref, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
     }))
     .await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
     let beating = Arc::clone(&ticks);
     let heartbeat = tokio::spawn(async move {
         loop {

@@ -57,6 +57,8 @@ pub struct RuntimeBuilder {
     header_format: HeaderFormat,
     #[cfg(feature = "prometheus")]
     prometheus: Option<String>,
+    /// Fault injection: act as if no partition queue could be split off.
+    no_partition_queues: bool,
 }
 
 impl RuntimeBuilder {
@@ -143,6 +145,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Fault injection, for tests: acts as if the client could split off no partition's
+    /// queue, so the dispatcher reads every partition and hands its records to the owners
+    /// (the path a partition whose queue cannot be split off takes).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn without_partition_queues(mut self) -> Self {
+        self.no_partition_queues = true;
+        self
+    }
+
     /// Checks the settings (the first error is returned; every listener error is logged).
     pub fn build(mut self) -> Result<Runtime> {
         if let Some(first) = self.errors.drain(..).next() {
@@ -207,6 +219,7 @@ impl RuntimeBuilder {
             shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(30)),
             rebalance_grace: self.rebalance_grace.unwrap_or(Duration::from_secs(10)),
             header_format: self.header_format,
+            split_queues: !self.no_partition_queues,
         })
     }
 }
@@ -224,6 +237,7 @@ pub struct Runtime {
     shutdown_grace: Duration,
     rebalance_grace: Duration,
     header_format: HeaderFormat,
+    split_queues: bool,
 }
 
 impl Runtime {
@@ -276,7 +290,7 @@ impl Runtime {
         let mut consumers = Vec::new();
         for l in &self.listeners {
             let assigned = Arc::new(AtomicUsize::new(0));
-            let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned)));
+            let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned), self.split_queues));
             let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions));
             let c: Arc<ListenerConsumer> =
                 Arc::new(self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?);

@@ -61,10 +61,12 @@ pub(crate) struct Partitions {
     revoke_grace: Duration,
     /// Number of partitions assigned.
     pub(crate) count: Arc<AtomicUsize>,
+    /// Whether partition queues are split off (always, but for fault injection).
+    split_queues: bool,
 }
 
 impl Partitions {
-    pub(crate) fn new(revoke_grace: Duration, count: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(revoke_grace: Duration, count: Arc<AtomicUsize>, split_queues: bool) -> Self {
         Partitions {
             assigned: Mutex::default(),
             retired: Mutex::default(),
@@ -74,6 +76,7 @@ impl Partitions {
             next_generation: AtomicU64::new(1),
             revoke_grace,
             count,
+            split_queues,
         }
     }
 
@@ -97,7 +100,8 @@ impl Partitions {
     fn split_off(&self, consumer: &Arc<ListenerConsumer>, partitions: &[TopicPartition]) {
         let mut split = self.split.lock().expect("partitions lock");
         for (topic, partition) in partitions {
-            match consumer.split_partition_queue(topic, *partition) {
+            let queue = if self.split_queues { consumer.split_partition_queue(topic, *partition) } else { None };
+            match queue {
                 Some(q) => {
                     split.insert((topic.clone(), *partition), q);
                 }
