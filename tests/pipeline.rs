@@ -6,7 +6,8 @@
 //! a partition with all its records at hand that still lets other tasks run, and the
 //! retries queued behind a long due wait. The budget, rebalance, fairness and long-wait
 //! tests also run with the dispatcher reading the partitions (fault injection: the path of
-//! a partition whose queue could not be split off).
+//! a partition whose queue could not be split off), and that dispatcher, too, must let
+//! other tasks run between its reads.
 
 mod common;
 
@@ -534,4 +535,47 @@ async fn records_at_hand_let_other_tasks_run(reads: Reads) {
     // The task beside it ran within every 1,000 records handled.
     let stalls: Vec<usize> = seen[1..].windows(1_000).enumerate().filter(|(_, w)| w[0] == w[w.len() - 1]).map(|(i, _)| i + 1).collect();
     assert!(stalls.is_empty(), "no other task ran for 1,000 records from record {:?} on ({} records)", stalls.first(), seen.len());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_dispatcher_reading_the_partitions_lets_other_tasks_run_between_its_reads() {
+    // On one thread, with the dispatcher reading: 40,000 records wait in four partitions,
+    // so a fetch brings thousands at once. A dispatcher that read all it could before giving
+    // the thread back would reserve them all between two turns of a task beside it; the
+    // task watches the listener's peak of queued bytes, which rises with every record read.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("fair-reads"), broker.unique("g"));
+    let (partitions, n) = (4, 40_000u64);
+    let listener = Listener::builder("fair-reads")
+        .topics([topic.as_str()])
+        .group(&group)
+        .handler(handler::record(|_r: Record| async { Ok::<(), HandlerError>(()) }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, partitions).await;
+    let producer = broker.producer();
+    let payload = [b'p'; 100];
+    let (broker_ref, producer_ref, topic_ref, payload_ref) = (&broker, &producer, &topic, &payload);
+    futures::future::join_all((0..n).map(|i| async move {
+        broker_ref.produce(producer_ref, topic_ref, Some(&format!("k{i:05}")), Some(payload_ref), &[]).await;
+    }))
+    .await;
+    let running = Arc::new(Reads::Dispatcher.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap());
+    let watched = Arc::clone(&running);
+    let watcher = tokio::spawn(async move {
+        let (mut last, mut largest_rise) = (0, 0);
+        loop {
+            let m = watched.metrics();
+            largest_rise = largest_rise.max(m.peak_queued_bytes - last);
+            last = m.peak_queued_bytes;
+            if m.processed == n {
+                return largest_rise;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let largest_rise = tokio::time::timeout(WAIT, watcher).await.expect("every record handled").unwrap();
+    Arc::into_inner(running).expect("the watcher is done").shutdown().await;
+    // Each record counts its 100 B payload at least: 1,000 records are at least 100 kB.
+    assert!(largest_rise < 1_000 * 100, "{largest_rise} B read while the task beside the dispatcher waited (over 1,000 records)");
 }

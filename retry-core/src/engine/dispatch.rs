@@ -12,7 +12,8 @@
 //! pauses its partition (reason backpressure) and seeks it back to that record, which is
 //! read again once the queue has drained. For such partitions it also carries out the
 //! owners' requests (seeking back for a not-due record), so their reads and seeks happen
-//! on one task, in order.
+//! on one task, in order. Each message read spends a unit of the task's budget, so reading
+//! such a partition lets other tasks run, as its owner does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::sync::mpsc;
+use tokio::task::coop::cooperative;
 use tokio_util::sync::CancellationToken;
 
 use super::owner::{self, Batch, OwnerHandle, Request};
@@ -106,12 +108,15 @@ pub(crate) async fn run(
                     d.start_owners();
                     continue;
                 }
-                m = stream.next() => m,
+                m = cooperative(stream.next()) => m,
             };
             let Some(first) = first else { break };
             d.take(&consumer, first);
+            // Each message read spends a unit of the task's budget (rdkafka's stream is no
+            // tokio resource): out of it, the batches go to their owners and the task
+            // yields, so a partition read here lets other tasks run, as the owners do.
             for _ in 1..MAX_DRAIN {
-                match stream.next().now_or_never() {
+                match cooperative(stream.next()).now_or_never() {
                     Some(Some(m)) => d.take(&consumer, m),
                     _ => break,
                 }
