@@ -304,6 +304,14 @@ struct Ran {
     took: Duration,
 }
 
+/// A failed record with the journey's plan for it, to be carried out.
+struct Failed {
+    seq: Option<u64>,
+    record: Record,
+    bytes: usize,
+    plan: Plan,
+}
+
 /// A record with its place in the window, not in the handler: parked (it came back held
 /// by the circuit breaker) or waiting for its key.
 struct Parked {
@@ -372,7 +380,11 @@ impl Owner {
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
                 }
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
-                Some(ran) = self.running.next(), if !self.running.is_empty() => self.called(ran.call, ran.result, ran.took).await,
+                Some(ran) = self.running.next(), if !self.running.is_empty() => {
+                    if let Some(failed) = self.called(ran.call, ran.result, ran.took) {
+                        Box::pin(self.carry_out(failed.seq, failed.record, failed.bytes, failed.plan)).await;
+                    }
+                }
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.accept(batch),
                     None => inbox_open = false,
@@ -659,7 +671,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                self.carry_out(None, record, bytes, plan).await;
+                Box::pin(self.carry_out(None, record, bytes, plan)).await;
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -679,7 +691,7 @@ impl Owner {
             Arrival::Hop { topic, headers } => {
                 tracing::debug!(offset, to = %topic, due_at = %format_ms(headers.due_at_ms), "hopping down the ladder");
                 let failed_attempt = headers.attempt;
-                self.publish_retry(None, record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt }).await;
+                Box::pin(self.publish_retry(None, record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt })).await;
             }
             Arrival::Handle { attempt, headerless_retry } => {
                 if headerless_retry {
@@ -727,7 +739,11 @@ impl Owner {
         let Some(key) = key else {
             let started = std::time::Instant::now();
             let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
-            return self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, started.elapsed()).await;
+            if let Some(failed) = self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, started.elapsed()) {
+                // Boxed: the failure path stays out of every call's future.
+                Box::pin(self.carry_out(failed.seq, failed.record, failed.bytes, failed.plan)).await;
+            }
+            return;
         };
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
         self.busy_keys.entry(key).or_default();
@@ -744,8 +760,9 @@ impl Owner {
     }
 
     /// What follows a handler call that took `took`: the breaker learns its outcome; the
-    /// record is done, held for the breaker, or failed and carried on by the journey's plan.
-    async fn called(&mut self, call: Call, result: Result<(), HandlerError>, took: Duration) {
+    /// record is done, held for the breaker, or failed: then the journey's plan for it is
+    /// returned, for the caller to carry out (so the call's own future stays small).
+    fn called(&mut self, call: Call, result: Result<(), HandlerError>, took: Duration) -> Option<Failed> {
         let Call { record, bytes, attempt, retry, probe, place } = call;
         let seq = place.map(|p| p.seq);
         let shared = Arc::clone(&self.shared);
@@ -769,7 +786,8 @@ impl Owner {
         if let Some(seq) = seq.filter(|_| self.stopped) {
             // The partition stopped while this call ran: its offset stays before it.
             self.window.settle(seq, Outcome::Abandoned);
-            return self.drain_window();
+            self.drain_window();
+            return None;
         }
         match result {
             Ok(()) => {
@@ -801,9 +819,10 @@ impl Owner {
                     ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
                 };
                 let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
-                self.carry_out(seq, record, bytes, plan).await;
+                return Some(Failed { seq, record, bytes, plan });
             }
         }
+        None
     }
 
     /// For a long not-due wait of the record at `offset` (the partition is paused): drops
