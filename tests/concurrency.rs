@@ -227,7 +227,8 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     eventually(WAIT, "\"b\" handled while \"a\" #0 is in the handler", || running.metrics().processed == 1 && calls.has("a", 1)).await;
     let stopping = tokio::spawn(running.shutdown());
     // Only ordering, not an assertion: the owner sees the shutdown at once and gives the
-    // waiting record up; should it not have yet, "a" #1 is handled and the test proves nothing.
+    // waiting record up. Should it not have yet, "a" #1 is handled and the count below fails
+    // (the runtime shows no sign of having seen the shutdown to wait for instead).
     tokio::time::sleep(Duration::from_millis(300)).await;
     release.notify_waiters();
     let metrics = tokio::time::timeout(WAIT, stopping).await.expect("shutdown returns").unwrap();
