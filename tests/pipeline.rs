@@ -176,9 +176,7 @@ async fn budget_holds_under_a_retry_backlog(reads: Reads) {
     assert!(m.peak_queued_bytes > 0, "{m}");
     assert!(m.peak_queued_bytes <= budget as u64, "budget {budget} exceeded: {m}");
     // Never early, despite the pauses for the budget.
-    for c in calls.all().iter().filter(|c| c.attempt == 2) {
-        assert!(c.at_ms >= c.due_at_ms.unwrap(), "{} handled {} ms early", c.key, c.due_at_ms.unwrap() - c.at_ms);
-    }
+    calls.assert_none_early();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,9 +218,7 @@ async fn retries_behind_a_long_due_wait(reads: Reads) {
     for i in 0..n {
         assert_eq!(calls.count(&format!("k{i}"), 2), 1, "k{i} handled on its retry once: {m}");
     }
-    for c in calls.all().iter().filter(|c| c.attempt == 2) {
-        assert!(c.at_ms >= c.due_at_ms.unwrap(), "{} handled {} ms early", c.key, c.due_at_ms.unwrap() - c.at_ms);
-    }
+    calls.assert_none_early();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

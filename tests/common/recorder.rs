@@ -49,6 +49,13 @@ impl Calls {
     pub fn position(&self, key: &str, attempt: u32) -> Option<usize> {
         self.all().iter().position(|c| c.key == key && c.attempt == attempt)
     }
+    /// Asserts that no retry (attempt 2 on) was handled before its due time.
+    pub fn assert_none_early(&self) {
+        for c in self.all().iter().filter(|c| c.attempt > 1) {
+            let due = c.due_at_ms.expect("a retry carries its due time");
+            assert!(c.at_ms >= due, "{} attempt {} handled {} ms early", c.key, c.attempt, due - c.at_ms);
+        }
+    }
 }
 
 /// A record handler that records the call, then answers with `decide`.
