@@ -204,7 +204,7 @@ async fn retries_behind_a_long_due_wait(reads: Reads) {
             Ok(())
         }
     });
-    let retry_topic = listener.topology().subscriptions()[1].to_owned();
+    let retry_topic = listener.topology().sources()[0].retry[0].clone();
     broker.prepare(&listener, 1).await;
     let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
     let producer = broker.producer();

@@ -304,7 +304,8 @@ struct Ran {
     took: Duration,
 }
 
-/// A failed record with the journey's plan for it, to be carried out.
+/// A failed record (or one given up unhandled) with the journey's plan for it, to be
+/// carried out; `bytes` and `seq` as in [`Owner::carry_out`].
 struct Failed {
     seq: Option<u64>,
     record: Record,
@@ -382,7 +383,7 @@ impl Owner {
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
                 Some(ran) = self.running.next(), if !self.running.is_empty() => {
                     if let Some(failed) = self.called(ran.call, ran.result, ran.took) {
-                        Box::pin(self.carry_out(failed.seq, failed.record, failed.bytes, failed.plan)).await;
+                        Box::pin(self.carry_out(failed)).await;
                     }
                 }
                 batch = self.inbox.recv(), if inbox_open => match batch {
@@ -671,7 +672,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                Box::pin(self.carry_out(None, record, bytes, plan)).await;
+                Box::pin(self.carry_out(Failed { seq: None, record, bytes, plan })).await;
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -741,7 +742,7 @@ impl Owner {
             let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
             if let Some(failed) = self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, started.elapsed()) {
                 // Boxed: the failure path stays out of every call's future.
-                Box::pin(self.carry_out(failed.seq, failed.record, failed.bytes, failed.plan)).await;
+                Box::pin(self.carry_out(failed)).await;
             }
             return;
         };
@@ -887,7 +888,7 @@ impl Owner {
     /// Carries a plan out: a publish goes into the window; a drop finishes at once.
     /// `bytes`: what the record was counted for in the budget when it was queued; `seq`:
     /// its place in the window, if it has one already.
-    async fn carry_out(&mut self, seq: Option<u64>, record: Record, bytes: usize, plan: Plan) {
+    async fn carry_out(&mut self, Failed { seq, record, bytes, plan }: Failed) {
         let offset = record.offset();
         match plan {
             Plan::Drop { kind } => {
