@@ -43,7 +43,7 @@ run_suite() {
   say "suite on $name"
   local start=$SECONDS
   local out="$ROOT/target/test-$name.log"
-  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" RT_FIGURES_LOG="$FIGURES_LOG" cargo test --workspace --all-features 2>&1 | tee "$out"; then
+  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" RT_FIGURES_LOG="$FIGURES_LOG" cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$out"; then
     RESULTS+=("$name: passed in $((SECONDS - start)) s")
     PASSED=$((PASSED + 1))
   else
@@ -101,6 +101,14 @@ if [[ -s "$FIGURES_LOG" ]]; then
         printf "  %-9s %8d %5d %10d %6d %8d %6d\n", b, v[b, "records"], v[b, "lost"], v[b, "duplicates"], v[b, "kills"], v[b, "restarts"], cases[b]
     }' "$FIGURES_LOG" | sort -k1,1 -s
 fi
+# Why each failing test failed: its panic message, which in the log sits between its output
+# and the next binary's, here where the end of the output shows it.
+for log in "$ROOT"/target/test-*.log; do
+  if grep -q "panicked at" "$log"; then
+    echo "panics in $(basename "$log" .log | sed 's/^test-//'):"
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -A6 "panicked at" | cut -c1-2000 | sed 's/^/  /'
+  fi
+done
 # Test counts over every run, from cargo's own result lines.
 counts=$(cat "$ROOT"/target/test-*.log | awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }')
 skipped=0; [[ -f "$SKIP_LOG" ]] && skipped=$(wc -l <"$SKIP_LOG")
