@@ -257,12 +257,14 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
 }
 
 /// Seconds a bare rdkafka consumer (offset stored per record, auto commit) takes to read
-/// `n` records, from the first. With `own`, it also does what any consumer that hands
-/// records on must: reads each record's headers (librdkafka parses them on request, and
-/// allocates even for a record with none) and copies key and payload out of the message.
-async fn bare_consumer_secs(broker: &Broker, topic: &str, group: &str, n: u64, own: bool) -> f64 {
+/// `n` records of `topic`, from the first. With `own`, it also does what any consumer that
+/// hands records on must: reads each record's headers (librdkafka parses them on request,
+/// and allocates a parse buffer even for a record with none) and copies key and payload
+/// out of the message. `idle`: an empty topic it reads too, as the runtime reads its
+/// retry topic beside the main one.
+async fn bare_consumer_secs(broker: &Broker, topic: &str, idle: Option<&str>, group: &str, n: u64, own: bool) -> f64 {
     let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-{group}"))).create().unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    consumer.subscribe(&[topic].into_iter().chain(idle).collect::<Vec<_>>()).unwrap();
     let mut stream = consumer.stream();
     let first = stream.next().await.unwrap().unwrap();
     consumer.store_offset_from_message(&first).unwrap();
@@ -617,12 +619,18 @@ async fn main() {
         broker.create(&bare_topic, PARTITIONS).await;
         produce(&broker, &bare_topic, n, 100, None).await;
         assert_all_kept(&broker, &bare_topic);
+        // An empty topic of as many partitions, for a bare consumer that reads one beside
+        // its records as the runtime reads its retry topic.
+        let idle_topic = broker.topic("idle");
+        broker.create(&idle_topic, PARTITIONS).await;
         let quick = || policy(Duration::from_millis(10));
         run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
-        let (mut bare, mut owning, mut happy, mut tenth, mut work) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bare, mut owning, mut idle, mut happy, mut tenth, mut work) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..rounds {
-            bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("bare-{i}"), n, false).await);
-            owning.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, &format!("owning-{i}"), n, true).await);
+            bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, None, &format!("bare-{i}"), n, false).await);
+            owning.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, None, &format!("owning-{i}"), n, true).await);
+            idle.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, Some(&idle_topic), &format!("idle-{i}"), n, false).await);
             if wants("happy") {
                 let run =
                     run_listener(&broker, &broker.topic(&format!("happy-{i}")), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
@@ -645,12 +653,24 @@ async fn main() {
         let tenth_spread = spread(&tenth.iter().map(|t| t.0).collect::<Vec<_>>(), &bare);
         let work_spread = spread(&work, &bare);
         let owning_spread = spread(&owning, &bare);
+        let idle_spread = spread(&idle, &bare);
         let bare = median(bare);
         row(&b, &format!("bare rdkafka consumer, {n} x 100 B, records/s (median of {rounds})"), format!("{bare:.0}"), "baseline", None);
         // What handing records on costs at least, whoever does it.
         let owning = median(owning);
         row(&b, "  bare consumer also reading headers, copying records out, rec/s", format!("{owning:.0}"), "(context)", None);
         row(&b, "  that consumer / bare consumer", format!("{:.2} (rounds {owning_spread})", owning / bare), "(context)", None);
+        // A broker that answers an empty fetch at once (noida) has the client fetch the empty
+        // partitions over and over, on the cores the records need.
+        let idle = median(idle);
+        row(
+            &b,
+            &format!("  bare consumer also reading an empty {PARTITIONS}-partition topic, rec/s"),
+            format!("{idle:.0}"),
+            "(context)",
+            None,
+        );
+        row(&b, "  that consumer / bare consumer", format!("{:.2} (rounds {idle_spread})", idle / bare), "(context)", None);
         if wants("happy") {
             let rate = median(happy);
             row(&b, &format!("runtime, no-op handler, records/s (median of {rounds})"), format!("{rate:.0}"), "", None);
@@ -718,6 +738,10 @@ async fn main() {
         // opens); and what counting outcomes costs on the happy path.
         // Longer runs than the other rows: these ratios are of two similar rates.
         let n = env_u64("RT_BENCH_BREAKER_RECORDS", 300_000);
+        // An empty topic of as many partitions, for a bare consumer that reads one beside
+        // its records as the runtime reads its retry topic.
+        let idle_topic = broker.topic("idle");
+        broker.create(&idle_topic, PARTITIONS).await;
         let quick = || policy(Duration::from_millis(10));
         // A first run warms the process up (allocator, thread pools). Runs this short
         // are noisy on two cores shared with the broker, so each configuration runs three
