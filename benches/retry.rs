@@ -621,7 +621,7 @@ async fn main() {
         assert_all_kept(&broker, &bare_topic);
         // An empty topic of as many partitions, for a bare consumer that reads one beside
         // its records as the runtime reads its retry topic.
-        let idle_topic = broker.topic("idle");
+        let idle_topic = broker.topic("empty");
         broker.create(&idle_topic, PARTITIONS).await;
         let quick = || policy(Duration::from_millis(10));
         run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
