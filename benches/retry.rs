@@ -670,7 +670,13 @@ async fn main() {
             "(context)",
             None,
         );
-        row(&b, "  that consumer (empty topic too) / bare consumer", format!("{:.2} (rounds {idle_spread})", idle / bare), "(context)", None);
+        row(
+            &b,
+            "  that consumer (empty topic too) / bare consumer",
+            format!("{:.2} (rounds {idle_spread})", idle / bare),
+            "(context)",
+            None,
+        );
         if wants("happy") {
             let rate = median(happy);
             row(&b, &format!("runtime, no-op handler, records/s (median of {rounds})"), format!("{rate:.0}"), "", None);
