@@ -118,14 +118,26 @@ impl Copier {
     /// of the partition's last read (`shape`, updated to this one's; librdkafka parses
     /// headers only when asked for); the records in order, attempt 1, headers not decoded.
     pub(crate) fn copy_all<M: Message>(topic: Arc<str>, messages: &[M], shape: &mut ReadShape) -> Vec<Record> {
-        let parts: usize = messages.iter().map(|m| m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)).sum();
-        let (values, names, headers) = shape.room_for(messages.len());
-        let mut copier = Self::with_room(topic, (parts + values, names, headers), messages.len());
-        for m in messages {
+        Self::copy_read::<M, M>(topic, messages, &[], shape)
+    }
+
+    /// [`copy_all`](Self::copy_all) for a read whose messages came in two kinds: `first`,
+    /// then `rest`.
+    pub(crate) fn copy_read<M: Message, N: Message>(topic: Arc<str>, first: &[M], rest: &[N], shape: &mut ReadShape) -> Vec<Record> {
+        let parts_of = |key: Option<&[u8]>, payload: Option<&[u8]>| key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+        let parts = first.iter().map(|m| parts_of(m.key(), m.payload())).sum::<usize>()
+            + rest.iter().map(|m| parts_of(m.key(), m.payload())).sum::<usize>();
+        let records = first.len() + rest.len();
+        let (values, names, headers) = shape.room_for(records);
+        let mut copier = Self::with_room(topic, (parts + values, names, headers), records);
+        for m in first {
+            copier.copy(m);
+        }
+        for m in rest {
             copier.copy(m);
         }
         let c = &copier.copies;
-        *shape = ReadShape { records: messages.len(), values: c.data.len() - parts, names: c.names.len(), headers: c.headers.len() };
+        *shape = ReadShape { records, values: c.data.len() - parts, names: c.names.len(), headers: c.headers.len() };
         copier.finish()
     }
 

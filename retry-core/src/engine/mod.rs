@@ -2,8 +2,8 @@
 //! decides, against the broker.
 //!
 //! * [`owner`]: one task per assigned partition, the single owner of its state
-//!   ([`partition`]): it reads the partition's own [`queue`] (records built once, bytes
-//!   budgeted by [`budget`]), handles the records in order ([`execute`]), pipelines
+//!   ([`partition`]): it reads the partition's own [`queue`] (what is ready taken in one
+//!   call, [`batch`]; records built once, bytes budgeted by [`budget`]), handles the records in order ([`execute`]), pipelines
 //!   republishes ([`publish`]) and stores offsets as a contiguous watermark ([`window`]);
 //! * [`dispatch`]: the task polling the consumer itself: rebalances, consumer errors
 //!   ([`errors`]), and the records of a partition whose queue could not be split off,
@@ -11,6 +11,7 @@
 //! * [`rebalance`]: assignment and revocation, fenced by generation;
 //! * [`circuit`]: the listener's circuit breaker and manual pause, watched by every owner.
 
+mod batch;
 mod budget;
 mod circuit;
 mod dispatch;

@@ -19,15 +19,31 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::error::KafkaError;
 
-use super::ListenerContext;
+use super::batch::ReadyQueue;
+use super::{ListenerConsumer, ListenerContext};
 use crate::record::{Copier, ReadShape, Record};
 
-/// The split-off queue of one partition.
-pub(crate) type PartitionQueue = StreamPartitionQueue<ListenerContext>;
+/// The split-off queue of one partition: rdkafka's stream, to wait for its next message,
+/// and a [`ReadyQueue`] on the same queue, to take what is ready behind it at once.
+pub(crate) struct PartitionQueue {
+    // Released before the stream, which holds the consumer.
+    ready: ReadyQueue,
+    stream: StreamPartitionQueue<ListenerContext>,
+}
+
+impl PartitionQueue {
+    /// Splits the queue of `topic` [`partition`] off the consumer's main queue (none if
+    /// librdkafka has no such partition).
+    pub(crate) fn split_off(consumer: &Arc<ListenerConsumer>, topic: &str, partition: i32) -> Option<Self> {
+        let stream = consumer.split_partition_queue(topic, partition)?;
+        let ready = ReadyQueue::of(consumer, topic, partition)?;
+        Some(PartitionQueue { ready, stream })
+    }
+}
 
 /// Messages taken from a partition's queue at once (without waiting after the first).
 const READ_AT_MOST: usize = 1_024;
@@ -69,27 +85,24 @@ pub(crate) struct Read {
 }
 
 /// Waits for the partition's next message (at most [`RECHECK`]), then takes what else is
-/// ready, up to [`READ_AT_MOST`]; each message is copied into a [`Record`] once, the
-/// records of one read into one shared allocation ([`Copier`]), sized like the last read
-/// (`shape`). Cancellation-safe: nothing is taken from the queue before the last `await`.
+/// ready, up to [`READ_AT_MOST`], in one call ([`ReadyQueue::take`]); each message is
+/// copied into a [`Record`] once, the records of one read into one shared allocation
+/// ([`Copier`]), sized like the last read (`shape`). Cancellation-safe: nothing is taken
+/// from the queue before the last `await`.
 pub(crate) async fn read(queue: Arc<PartitionQueue>, topic: Arc<str>, shape: ReadShape) -> Read {
     let mut read = Read { shape, ..Read::default() };
-    let mut stream = queue.stream();
-    let Ok(Some(first)) = tokio::time::timeout(RECHECK, stream.next()).await else {
-        return read;
+    let mut stream = queue.stream.stream();
+    let first = match tokio::time::timeout(RECHECK, stream.next()).await {
+        Ok(Some(Ok(m))) => m,
+        Ok(Some(Err(e))) => {
+            read.errors.push(e);
+            return read;
+        }
+        _ => return read,
     };
     // The messages are held until all are taken, so the copies are sized once.
-    let mut messages = Vec::with_capacity(READ_AT_MOST);
-    let mut next = Some(first);
-    while let Some(message) = next.take() {
-        match message {
-            Ok(m) => messages.push(m),
-            Err(e) => read.errors.push(e),
-        }
-        if messages.len() + read.errors.len() < READ_AT_MOST {
-            next = stream.next().now_or_never().flatten();
-        }
-    }
-    read.records = Copier::copy_all(topic, &messages, &mut read.shape);
+    let mut rest = Vec::new();
+    queue.ready.take(READ_AT_MOST - 1, &mut rest, &mut read.errors);
+    read.records = Copier::copy_read(topic, std::slice::from_ref(&first), &rest, &mut read.shape);
     read
 }

@@ -100,7 +100,7 @@ impl Partitions {
     fn split_off(&self, consumer: &Arc<ListenerConsumer>, partitions: &[TopicPartition]) {
         let mut split = self.split.lock().expect("partitions lock");
         for (topic, partition) in partitions {
-            let queue = if self.split_queues { consumer.split_partition_queue(topic, *partition) } else { None };
+            let queue = if self.split_queues { PartitionQueue::split_off(consumer, topic, *partition) } else { None };
             match queue {
                 Some(q) => {
                     split.insert((topic.clone(), *partition), q);

@@ -1,0 +1,187 @@
+//! Taking every message that is ready in a partition's queue in one call: librdkafka's
+//! `rd_kafka_consume_batch_queue`, which rdkafka does not wrap.
+//!
+//! rdkafka hands out one message per poll, and each poll costs an event, a deadline with
+//! two clock reads, and librdkafka's own poll bookkeeping with a third; a perf profile of
+//! the happy path put a quarter of an owner's time there. Only the wait for the first
+//! message of a read goes through rdkafka's stream (its wake-up is what lets an owner wait
+//! without polling); what is ready behind it is taken here at once. The handle is
+//! librdkafka's own second reference to the same queue (`rd_kafka_queue_get_partition`),
+//! so both take from one queue, in order.
+
+// The one module allowed `unsafe` (see the workspace's lints): FFI calls into librdkafka,
+// each with its reason.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
+
+use rdkafka::bindings as rdsys;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, Timestamp};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::ListenerConsumer;
+
+/// A reference to one partition's queue in librdkafka, released when dropped (before the
+/// consumer closes: it lives beside the partition's stream, which holds the consumer).
+pub(crate) struct ReadyQueue(NonNull<rdsys::rd_kafka_queue_t>);
+
+// SAFETY: librdkafka's queues are locked inside; the handle is only a reference count.
+unsafe impl Send for ReadyQueue {}
+// SAFETY: as above; every call through `&self` takes the queue's own lock.
+unsafe impl Sync for ReadyQueue {}
+
+impl ReadyQueue {
+    /// A second reference to the queue of `topic` [`partition`] (none if librdkafka has no
+    /// such partition).
+    pub(crate) fn of(consumer: &ListenerConsumer, topic: &str, partition: i32) -> Option<Self> {
+        let topic = CString::new(topic).ok()?;
+        // SAFETY: the client pointer is valid while `consumer` lives; the call copies the name.
+        let queue = unsafe { rdsys::rd_kafka_queue_get_partition(consumer.client().native_ptr(), topic.as_ptr(), partition) };
+        NonNull::new(queue).map(ReadyQueue)
+    }
+
+    /// Takes up to `max` messages that are ready, without waiting: the messages into
+    /// `messages`, the errors among them (as rdkafka would report them) into `errors`.
+    pub(crate) fn take(&self, max: usize, messages: &mut Vec<Taken>, errors: &mut Vec<KafkaError>) {
+        let mut taken: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(max);
+        // SAFETY: the queue is valid while `self` lives; librdkafka writes at most `max`
+        // message pointers into the buffer and returns how many (or -1).
+        let n = unsafe { rdsys::rd_kafka_consume_batch_queue(self.0.as_ptr(), 0, taken.as_mut_ptr(), max) };
+        // SAFETY: the first `n` pointers were written just now.
+        unsafe { taken.set_len(usize::try_from(n).unwrap_or(0).min(max)) };
+        for message in taken.into_iter().filter_map(NonNull::new).map(Taken) {
+            // SAFETY: a message taken from the queue is valid until destroyed (on drop).
+            let (err, partition) = unsafe { (message.0.as_ref().err, message.0.as_ref().partition) };
+            match err {
+                rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => messages.push(message),
+                rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF => errors.push(KafkaError::PartitionEOF(partition)),
+                e => errors.push(KafkaError::MessageConsumption(RDKafkaErrorCode::from(e))),
+            }
+        }
+    }
+}
+
+impl Drop for ReadyQueue {
+    fn drop(&mut self) {
+        // SAFETY: this handle's own reference, released once.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// A message taken by [`ReadyQueue::take`], destroyed when dropped.
+pub(crate) struct Taken(NonNull<rdsys::rd_kafka_message_t>);
+
+impl Taken {
+    fn raw(&self) -> &rdsys::rd_kafka_message_t {
+        // SAFETY: valid until this value is dropped.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // SAFETY: this value owns the message; destroyed once.
+        unsafe { rdsys::rd_kafka_message_destroy(self.0.as_ptr()) }
+    }
+}
+
+/// A slice of `len` bytes at `ptr`, none for a null pointer.
+///
+/// # Safety
+/// `ptr` must point at `len` bytes that live as long as `'a`.
+unsafe fn bytes<'a>(ptr: *const std::ffi::c_void, len: usize) -> Option<&'a [u8]> {
+    match ptr.is_null() {
+        true => None,
+        // SAFETY: as the caller promises.
+        false => Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }),
+    }
+}
+
+impl Message for Taken {
+    type Headers = TakenHeaders;
+
+    fn key(&self) -> Option<&[u8]> {
+        // SAFETY: the key lives as long as the message.
+        unsafe { bytes(self.raw().key, self.raw().key_len) }
+    }
+
+    fn payload(&self) -> Option<&[u8]> {
+        // SAFETY: the payload lives as long as the message.
+        unsafe { bytes(self.raw().payload, self.raw().len) }
+    }
+
+    unsafe fn payload_mut(&mut self) -> Option<&mut [u8]> {
+        let (ptr, len) = (self.raw().payload, self.raw().len);
+        // SAFETY: the caller takes on rdkafka's contract for this method.
+        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) })
+    }
+
+    fn topic(&self) -> &str {
+        // SAFETY: the topic handle and its name live as long as the message.
+        unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(self.raw().rkt)) }.to_str().expect("topic names are ASCII")
+    }
+
+    fn partition(&self) -> i32 {
+        self.raw().partition
+    }
+
+    fn offset(&self) -> i64 {
+        self.raw().offset
+    }
+
+    fn timestamp(&self) -> Timestamp {
+        let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: the message is valid; librdkafka writes the kind.
+        let ms = unsafe { rdsys::rd_kafka_message_timestamp(self.0.as_ptr(), &mut kind) };
+        match kind {
+            rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_CREATE_TIME => Timestamp::CreateTime(ms),
+            rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => Timestamp::LogAppendTime(ms),
+            _ => Timestamp::NotAvailable,
+        }
+    }
+
+    fn headers(&self) -> Option<&TakenHeaders> {
+        let mut headers = std::ptr::null_mut();
+        // SAFETY: librdkafka parses the headers on first access and keeps them with the
+        // message; the pointer stays valid as long as the message.
+        let err = unsafe { rdsys::rd_kafka_message_headers(self.0.as_ptr(), &mut headers) };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
+            return None;
+        }
+        // SAFETY: `TakenHeaders` is a zero-sized stand-in for librdkafka's opaque headers,
+        // as rdkafka's `BorrowedHeaders` is; only its address is used.
+        Some(unsafe { &*headers.cast::<TakenHeaders>() })
+    }
+}
+
+/// The headers of a [`Taken`] message (a stand-in: its address is librdkafka's headers).
+pub(crate) struct TakenHeaders;
+
+impl TakenHeaders {
+    fn raw(&self) -> *const rdsys::rd_kafka_headers_t {
+        (self as *const Self).cast()
+    }
+}
+
+impl Headers for TakenHeaders {
+    fn count(&self) -> usize {
+        // SAFETY: valid as long as its message.
+        unsafe { rdsys::rd_kafka_header_cnt(self.raw()) }
+    }
+
+    fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+        // SAFETY: valid as long as its message; librdkafka writes the three out-pointers.
+        let err = unsafe { rdsys::rd_kafka_header_get_all(self.raw(), idx, &mut name, &mut value, &mut size) };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        // SAFETY: the name is a NUL-terminated string of the message's headers; the value
+        // `size` bytes of them (or null).
+        let key = unsafe { CStr::from_ptr(name) }.to_str().expect("header names are UTF-8 (as rdkafka assumes)");
+        Some(Header { key, value: unsafe { bytes(value, size) } })
+    }
+}
