@@ -10,6 +10,10 @@
 //! holds a clone only while it waits for records (never while it handles one). Should a
 //! wake-up still be lost, the owner looks at its queue again after [`RECHECK`].
 //!
+//! A read waits for its first message through rdkafka's stream (whose wake-up lets the
+//! owner wait without polling), then takes what is ready behind it in one call through a
+//! second reference to the same queue ([`ReadyQueue`]), which leaves the wake-up alone.
+//!
 //! The records of one read share one allocation ([`Copier`]), freed when the last of them
 //! goes. The listener's budget counts each record's own bytes, so the memory held can
 //! exceed it by at most the rest of one read per partition (records cut off at the
