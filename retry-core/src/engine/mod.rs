@@ -3,8 +3,9 @@
 //!
 //! * [`owner`]: one task per assigned partition, the single owner of its state
 //!   ([`partition`]): it reads the partition's own [`queue`] (what is ready taken in one
-//!   call, [`batch`]; records built once, bytes budgeted by [`budget`]), handles the records in order ([`execute`]), pipelines
-//!   republishes ([`publish`]) and stores offsets as a contiguous watermark ([`window`]);
+//!   call, [`batch`]; records built once, bytes budgeted by [`budget`]), handles the
+//!   records in order ([`execute`]), pipelines republishes ([`publish`]) and stores
+//!   offsets as a contiguous watermark ([`window`]);
 //! * [`dispatch`]: the task polling the consumer itself: rebalances, consumer errors
 //!   ([`errors`]), and the records of a partition whose queue could not be split off,
 //!   handed to its owner in batches;
