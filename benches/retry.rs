@@ -660,8 +660,8 @@ async fn main() {
         let owning = median(owning);
         row(&b, "  bare consumer also reading headers, copying records out, rec/s", format!("{owning:.0}"), "(context)", None);
         row(&b, "  that consumer / bare consumer", format!("{:.2} (rounds {owning_spread})", owning / bare), "(context)", None);
-        // A broker that answers an empty fetch at once (noida) has the client fetch the empty
-        // partitions over and over, on the cores the records need.
+        // Whether reading empty partitions beside the records costs: a broker that answers
+        // an empty fetch at once (noida) has the client fetch them over and over.
         let idle = median(idle);
         row(
             &b,
@@ -744,10 +744,6 @@ async fn main() {
         // opens); and what counting outcomes costs on the happy path.
         // Longer runs than the other rows: these ratios are of two similar rates.
         let n = env_u64("RT_BENCH_BREAKER_RECORDS", 300_000);
-        // An empty topic of as many partitions, for a bare consumer that reads one beside
-        // its records as the runtime reads its retry topic.
-        let idle_topic = broker.topic("idle");
-        broker.create(&idle_topic, PARTITIONS).await;
         let quick = || policy(Duration::from_millis(10));
         // A first run warms the process up (allocator, thread pools). Runs this short
         // are noisy on two cores shared with the broker, so each configuration runs three
