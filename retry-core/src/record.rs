@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 
 use crate::failure::HandlerError;
 use crate::headers::{self, RetryHeaders};
@@ -89,6 +89,29 @@ impl ReadShape {
     }
 }
 
+/// A client message records are copied from, its header names read as bytes.
+///
+/// The protocol says header names are UTF-8, but librdkafka writes whatever bytes a
+/// producer gives it and brokers pass them on, and rdkafka's [`Headers`] panics on a name
+/// that is not UTF-8. A copy reads such a name as Java's client does: each invalid byte
+/// sequence becomes U+FFFD, with a warning (see [`Copier`]).
+pub(crate) trait ClientMessage: Message {
+    /// Each header in order: its name's bytes and its value.
+    fn header_bytes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)>;
+}
+
+/// The headers of `m` as rdkafka reads them (names it could not read panic there).
+fn rdkafka_headers<M: Message>(m: &M) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    m.headers().into_iter().flat_map(|hs| hs.iter()).map(|h| (h.key.as_bytes(), h.value))
+}
+
+/// A message given back by the producer: its headers are ones this crate wrote.
+impl ClientMessage for OwnedMessage {
+    fn header_bytes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        rdkafka_headers(self)
+    }
+}
+
 /// Copies records into one shared allocation, then hands them out.
 #[derive(Debug)]
 pub(crate) struct Copier {
@@ -117,13 +140,18 @@ impl Copier {
     /// shared allocation, sized once for their keys and payloads and for headers like those
     /// of the partition's last read (`shape`, updated to this one's; librdkafka parses
     /// headers only when asked for); the records in order, attempt 1, headers not decoded.
-    pub(crate) fn copy_all<M: Message>(topic: Arc<str>, messages: &[M], shape: &mut ReadShape) -> Vec<Record> {
+    pub(crate) fn copy_all<M: ClientMessage>(topic: Arc<str>, messages: &[M], shape: &mut ReadShape) -> Vec<Record> {
         Self::copy_read::<M, M>(topic, messages, &[], shape)
     }
 
     /// [`copy_all`](Self::copy_all) for a read whose messages came in two kinds: `first`,
     /// then `rest`.
-    pub(crate) fn copy_read<M: Message, N: Message>(topic: Arc<str>, first: &[M], rest: &[N], shape: &mut ReadShape) -> Vec<Record> {
+    pub(crate) fn copy_read<M: ClientMessage, N: ClientMessage>(
+        topic: Arc<str>,
+        first: &[M],
+        rest: &[N],
+        shape: &mut ReadShape,
+    ) -> Vec<Record> {
         let parts_of = |key: Option<&[u8]>, payload: Option<&[u8]>| key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
         let parts = first.iter().map(|m| parts_of(m.key(), m.payload())).sum::<usize>()
             + rest.iter().map(|m| parts_of(m.key(), m.payload())).sum::<usize>();
@@ -131,27 +159,39 @@ impl Copier {
         let (values, names, headers) = shape.room_for(records);
         let mut copier = Self::with_room(topic, (parts + values, names, headers), records);
         for m in first {
-            copier.copy(m);
+            copier.copy(m, m.header_bytes());
         }
         for m in rest {
-            copier.copy(m);
+            copier.copy(m, m.header_bytes());
         }
         let c = &copier.copies;
         *shape = ReadShape { records, values: c.data.len() - parts, names: c.names.len(), headers: c.headers.len() };
         copier.finish()
     }
 
-    /// Copies one client message (key, payload, headers, coordinates).
-    fn copy<M: Message>(&mut self, m: &M) {
-        let meta = match m.headers() {
-            Some(hs) => self.pack(m.key(), m.payload(), hs.iter().map(|h| (h.key, h.value))),
-            None => self.pack(m.key(), m.payload(), std::iter::empty()),
-        };
+    /// Copies one client message (key, payload, coordinates) with its `headers`.
+    fn copy<'a, M: Message>(&mut self, m: &M, headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
+        let (meta, unreadable) = self.pack(m.key(), m.payload(), headers);
+        if unreadable > 0 {
+            tracing::warn!(
+                topic = %self.copies.topic,
+                partition = m.partition(),
+                offset = m.offset(),
+                names = unreadable,
+                "header name is not UTF-8 as the protocol asks: read with U+FFFD for its invalid bytes (as Java's client reads it)"
+            );
+        }
         self.copies.records.push(Meta { partition: m.partition(), offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), ..meta });
     }
 
     /// Packs in one pass over `headers`; the coordinates are left for the caller to set.
-    fn pack<'a>(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>) -> Meta {
+    /// Also returns how many header names were not UTF-8 (packed lossily).
+    fn pack<'a>(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> (Meta, usize) {
         let c = &mut self.copies;
         let (data_before, names_before, first_header) = (c.data.len(), c.names.len(), c.headers.len());
         let data = &mut c.data;
@@ -162,12 +202,19 @@ impl Copier {
         };
         let key = key.map(&mut push);
         let payload = payload.map(&mut push);
+        let mut unreadable = 0;
         for (name, value) in headers {
             let start = c.names.len();
-            c.names.push_str(name);
+            match std::str::from_utf8(name) {
+                Ok(name) => c.names.push_str(name),
+                Err(_) => {
+                    c.names.push_str(&String::from_utf8_lossy(name));
+                    unreadable += 1;
+                }
+            }
             c.headers.push((Span { start, end: c.names.len() }, value.map(&mut push)));
         }
-        Meta {
+        let meta = Meta {
             partition: 0,
             offset: 0,
             timestamp_ms: None,
@@ -175,7 +222,8 @@ impl Copier {
             payload,
             headers: Span { start: first_header, end: c.headers.len() },
             bytes: c.data.len() - data_before + c.names.len() - names_before,
-        }
+        };
+        (meta, unreadable)
     }
 
     /// The records copied, in order (attempt 1, headers not decoded yet).
@@ -218,7 +266,7 @@ impl Record {
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
         let topic: String = topic.into();
         let mut copier = Copier::with_capacity(topic.into(), 0, 1);
-        let meta = copier.pack(None, None, std::iter::empty());
+        let (meta, _) = copier.pack(None, None, std::iter::empty());
         copier.copies.records.push(Meta { partition, offset, ..meta });
         copier.only()
     }
@@ -231,7 +279,7 @@ impl Record {
         let values: usize = self.headers().chain(extra).map(|(_, v)| v.map_or(0, <[u8]>::len)).sum();
         let bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len) + values;
         let mut copier = Copier::with_capacity(Arc::clone(&self.copies.topic), bytes, 1);
-        let meta = copier.pack(key, payload, self.headers().chain(extra));
+        let (meta, _) = copier.pack(key, payload, self.headers().chain(extra).map(|(n, v)| (n.as_bytes(), v)));
         copier.copies.records.push(Meta { partition: old.partition, offset: old.offset, timestamp_ms: old.timestamp_ms, ..meta });
         Record { attempt: self.attempt, retry: self.retry.clone(), ..copier.only() }
     }
@@ -264,8 +312,14 @@ impl Record {
 
     /// Copies a client message (key, payload, headers, coordinates); readable retry
     /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
+    ///
+    /// Its headers are read through rdkafka, which panics on a header name that is not
+    /// UTF-8 (the runtime reads them itself and does not).
     pub fn from_message<M: Message>(m: &M) -> Self {
-        let mut record = Self::copy_alone(m, Arc::from(m.topic()));
+        let mut copier =
+            Copier::with_capacity(Arc::from(m.topic()), m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len), 1);
+        copier.copy(m, rdkafka_headers(m));
+        let mut record = copier.only();
         let decoded = record.decode_retry_headers();
         let retry = decoded.ok().flatten();
         record.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry);
@@ -274,7 +328,7 @@ impl Record {
 
     /// Copies a client message alone (attempt 1, headers not decoded yet); `topic` is shared
     /// with the other records of the partition.
-    pub(crate) fn copy_alone<M: Message>(m: &M, topic: Arc<str>) -> Self {
+    pub(crate) fn copy_alone<M: ClientMessage>(m: &M, topic: Arc<str>) -> Self {
         let mut records = Copier::copy_all(topic, std::slice::from_ref(m), &mut ReadShape::default());
         records.pop().expect("one message, one record")
     }
@@ -297,7 +351,7 @@ impl Record {
 
     /// The record read at `at`, with the key, payload and headers of `m`: a message the
     /// producer gave back with a refused publish (headers not decoded: attempt 1).
-    pub(crate) fn given_back<M: Message>(at: ReadAt, m: &M) -> Self {
+    pub(crate) fn given_back<M: ClientMessage>(at: ReadAt, m: &M) -> Self {
         let mut record = Self::copy_alone(m, at.topic);
         let meta = &mut Arc::make_mut(&mut record.copies).records[0];
         (meta.partition, meta.offset, meta.timestamp_ms) = (at.partition, at.offset, at.timestamp_ms);
@@ -470,6 +524,17 @@ mod tests {
         let again = Record::given_back(a.read_at(), &back);
         assert_eq!(again, a);
         assert_eq!((again.topic(), again.partition(), again.offset(), again.timestamp_ms()), ("t", 3, 1, Some(7)));
+    }
+
+    #[test]
+    fn a_header_name_that_is_not_utf8_is_copied_lossily_beside_the_others() {
+        let mut copier = Copier::with_capacity(Arc::from("t"), 0, 1);
+        let headers: [(&[u8], Option<&[u8]>); 3] = [(b"a", Some(b"1")), (b"caf\xe9", Some(b"2")), (b"b\xff\xfez", None)];
+        copier.copy(&message(4, b"k", b"p", None), headers.into_iter());
+        let r = copier.only();
+        let copied: Vec<(&str, Option<&[u8]>)> = r.headers().collect();
+        assert_eq!(copied, [("a", Some(&b"1"[..])), ("caf\u{FFFD}", Some(&b"2"[..])), ("b\u{FFFD}\u{FFFD}z", None)]);
+        assert_eq!((r.offset(), r.key(), r.payload()), (4, Some(&b"k"[..]), Some(&b"p"[..])));
     }
 
     #[test]

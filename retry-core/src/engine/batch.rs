@@ -8,6 +8,9 @@
 //! without polling); what is ready behind it is taken here at once. The handle is
 //! librdkafka's own second reference to the same queue (`rd_kafka_queue_get_partition`),
 //! so both take from one queue, in order.
+//!
+//! Header names are read here too, as bytes, for these messages and rdkafka's own: rdkafka
+//! panics on a name that is not UTF-8 (see [`ClientMessage`]).
 
 // The one module allowed `unsafe` (see the workspace's lints): FFI calls into librdkafka,
 // each with its reason.
@@ -19,10 +22,11 @@ use std::ptr::NonNull;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, Timestamp};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, Timestamp};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::ListenerConsumer;
+use crate::record::ClientMessage;
 
 /// A reference to one partition's queue in librdkafka, released when dropped (before the
 /// consumer closes: it lives beside the partition's stream, which holds the consumer).
@@ -101,7 +105,7 @@ unsafe fn bytes<'a>(ptr: *const std::ffi::c_void, len: usize) -> Option<&'a [u8]
 }
 
 impl Message for Taken {
-    type Headers = TakenHeaders;
+    type Headers = RawHeaders;
 
     fn key(&self) -> Option<&[u8]> {
         // SAFETY: the key lives as long as the message.
@@ -143,36 +147,53 @@ impl Message for Taken {
         }
     }
 
-    fn headers(&self) -> Option<&TakenHeaders> {
+    fn headers(&self) -> Option<&RawHeaders> {
+        // SAFETY: the message lives as long as `self`.
+        unsafe { RawHeaders::of(self.0.as_ptr()) }
+    }
+}
+
+impl ClientMessage for Taken {
+    fn header_bytes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.headers().into_iter().flat_map(RawHeaders::entries)
+    }
+}
+
+impl ClientMessage for BorrowedMessage<'_> {
+    fn header_bytes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        // SAFETY: the message lives as long as `self`.
+        unsafe { RawHeaders::of(self.ptr()) }.into_iter().flat_map(RawHeaders::entries)
+    }
+}
+
+/// The headers of a librdkafka message, read directly (a stand-in: its address is
+/// librdkafka's headers).
+pub(crate) struct RawHeaders;
+
+impl RawHeaders {
+    /// The headers of `message`, none if it has none.
+    ///
+    /// # Safety
+    /// `message` must be a valid message that lives as long as `'a`.
+    unsafe fn of<'a>(message: *mut rdsys::rd_kafka_message_t) -> Option<&'a RawHeaders> {
         let mut headers = std::ptr::null_mut();
         // SAFETY: librdkafka parses the headers on first access and keeps them with the
-        // message; the pointer stays valid as long as the message.
-        let err = unsafe { rdsys::rd_kafka_message_headers(self.0.as_ptr(), &mut headers) };
+        // message; the pointer stays valid as long as the message (as the caller promises).
+        let err = unsafe { rdsys::rd_kafka_message_headers(message, &mut headers) };
         if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
             return None;
         }
-        // SAFETY: `TakenHeaders` is a zero-sized stand-in for librdkafka's opaque headers,
+        // SAFETY: `RawHeaders` is a zero-sized stand-in for librdkafka's opaque headers,
         // as rdkafka's `BorrowedHeaders` is; only its address is used.
-        Some(unsafe { &*headers.cast::<TakenHeaders>() })
+        Some(unsafe { &*headers.cast::<RawHeaders>() })
     }
-}
 
-/// The headers of a [`Taken`] message (a stand-in: its address is librdkafka's headers).
-pub(crate) struct TakenHeaders;
-
-impl TakenHeaders {
     fn raw(&self) -> *const rdsys::rd_kafka_headers_t {
         (self as *const Self).cast()
     }
-}
 
-impl Headers for TakenHeaders {
-    fn count(&self) -> usize {
-        // SAFETY: valid as long as its message.
-        unsafe { rdsys::rd_kafka_header_cnt(self.raw()) }
-    }
-
-    fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
+    /// Header `idx`: its name's bytes and its value.
+    fn entry(&self, idx: usize) -> Option<(&[u8], Option<&[u8]>)> {
         let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
         // SAFETY: valid as long as its message; librdkafka writes the three out-pointers.
         let err = unsafe { rdsys::rd_kafka_header_get_all(self.raw(), idx, &mut name, &mut value, &mut size) };
@@ -181,7 +202,26 @@ impl Headers for TakenHeaders {
         }
         // SAFETY: the name is a NUL-terminated string of the message's headers; the value
         // `size` bytes of them (or null).
-        let key = unsafe { CStr::from_ptr(name) }.to_str().expect("header names are UTF-8 (as rdkafka assumes)");
-        Some(Header { key, value: unsafe { bytes(value, size) } })
+        Some((unsafe { CStr::from_ptr(name) }.to_bytes(), unsafe { bytes(value, size) }))
+    }
+
+    /// Every header in order: its name's bytes and its value.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        (0..self.count()).map_while(|idx| self.entry(idx))
+    }
+}
+
+/// rdkafka's view, for the `Message` trait: names must be UTF-8 here, as rdkafka's own
+/// `BorrowedHeaders` assumes; the engine reads [`RawHeaders::entries`] instead.
+impl Headers for RawHeaders {
+    fn count(&self) -> usize {
+        // SAFETY: valid as long as its message.
+        unsafe { rdsys::rd_kafka_header_cnt(self.raw()) }
+    }
+
+    fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
+        let (name, value) = self.entry(idx)?;
+        let key = std::str::from_utf8(name).expect("header names are UTF-8 (as rdkafka assumes)");
+        Some(Header { key, value })
     }
 }
