@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
@@ -16,6 +16,19 @@ use tokio::sync::{Barrier, Notify};
 
 const WAIT: Duration = Duration::from_secs(60);
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
+
+/// The listeners' gauges and counters, in Prometheus' text format: a recorder installed
+/// for this test binary on first use (listeners started before have no-op handles).
+fn rendered_metrics() -> String {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("the only recorder")).render()
+}
+
+/// Records of `listener` waiting for their key now, by its gauge (none: never reported).
+fn waiting_for_key(listener: &str) -> Option<f64> {
+    let prefix = format!("retryable_topic_waiting_for_key{{listener=\"{listener}\"}} ");
+    rendered_metrics().lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
 
 /// What the handler saw: the keys in it now, and each key's payloads in the order called.
 #[derive(Default)]
@@ -215,6 +228,7 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     // gives the waiting record up; when "a" #0 then finishes within the grace, the offset
     // may pass it, but not the record given up: it must come to the next member.
     let broker = Broker::get();
+    rendered_metrics();
     let (topic, group) = (broker.unique("waiting-at-stop"), broker.unique("g"));
     let (calls, release) = (Calls::default(), Arc::new(Notify::new()));
     let listener = held_listener("waiting-at-stop", &topic, &group, 2, &calls, &release, |r| r.offset() == 0);
@@ -225,11 +239,9 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     }
     let running = broker.runtime().shutdown_grace(Duration::from_secs(20)).listener(listener).build().unwrap().start().await.unwrap();
     eventually(WAIT, "\"b\" handled while \"a\" #0 is in the handler", || running.metrics().processed == 1 && calls.has("a", 1)).await;
+    eventually(WAIT, "\"a\" #1 waiting for its key", || waiting_for_key("waiting-at-stop") == Some(1.0)).await;
     let stopping = tokio::spawn(running.shutdown());
-    // Only ordering, not an assertion: the owner sees the shutdown at once and gives the
-    // waiting record up. Should it not have yet, "a" #1 is handled and the count below fails
-    // (the runtime shows no sign of having seen the shutdown to wait for instead).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(WAIT, "the waiting \"a\" #1 given up by the stopping owner", || waiting_for_key("waiting-at-stop") == Some(0.0)).await;
     release.notify_waiters();
     let metrics = tokio::time::timeout(WAIT, stopping).await.expect("shutdown returns").unwrap();
     assert_eq!(metrics.processed, 2, "\"a\" #0 finished within the grace, \"a\" #1 was given up");
