@@ -1,4 +1,5 @@
-//! The engine's pipeline under faults, on a real broker: panicking handlers, records that
+//! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
+//! whose `Display` or `Drop` panics), records that
 //! can never be republished, the byte budget under a retry backlog and with a record
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
@@ -86,6 +87,79 @@ async fn a_handler_panicking_before_its_future_fails_that_record_only() {
     let m = running.shutdown().await;
     assert_eq!((m.processed, m.failed, m.retried, m.dead_lettered), (19, 2, 1, 1), "{m}");
     assert_eq!(broker.committed(&group, &topic), [20]);
+}
+
+/// An error whose text (or else whose drop) panics: user code the runtime runs after the
+/// call.
+#[derive(Debug)]
+struct PanickyError {
+    on_drop: bool,
+}
+
+impl std::fmt::Display for PanickyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.on_drop {
+            true => f.write_str("an error that panics when dropped"),
+            false => panic!("the error's Display panicked"),
+        }
+    }
+}
+
+impl std::error::Error for PanickyError {}
+
+impl Drop for PanickyError {
+    fn drop(&mut self) {
+        if self.on_drop && !std::thread::panicking() {
+            panic!("the error's Drop panicked");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_error_whose_display_or_drop_panics_fails_that_record_only() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("panicky-error"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let listener = Listener::builder("panicky-error")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(policy(2, 10).build().unwrap())
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let first = r.attempt() == 1;
+            let key = r.key_str().map(str::to_owned);
+            async move {
+                match key.as_deref() {
+                    Some("display") if first => Err(HandlerError::retryable(PanickyError { on_drop: false })),
+                    Some("drop") if first => Err(HandlerError::fatal(PanickyError { on_drop: true })),
+                    _ => Ok(()),
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    for key in ["k0", "display", "k1", "drop", "k2"] {
+        broker.produce(&producer, &topic, Some(key), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the records around them handled, \"display\" retried", || {
+        ["k0", "k1", "k2"].iter().all(|k| calls.has(k, 1)) && calls.has("display", 2)
+    })
+    .await;
+    let retried = calls.of("display")[1].record.retry_headers().expect("retry headers").error.clone();
+    assert!(retried.contains("the error's Display panicked"), "{retried}");
+    // The fatal failure keeps its kind: straight to the DLT, with the panic as its reason.
+    let dead = broker.read(&dlt, 1).await;
+    let h = dead[0].retry_headers().expect("DLT headers");
+    assert_eq!((dead[0].key_str(), h.error_kind), (Some("drop"), FailureKind::Fatal));
+    assert!(h.error.contains("the error's Drop panicked"), "{}", h.error);
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.retried, m.dead_lettered, m.stopped_partitions), (4, 1, 1, 0), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [5]);
 }
 
 /// The runtime's producer refuses records over 1,000 bytes; a 900-byte record fits the

@@ -54,6 +54,17 @@ impl HandlerError {
     pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.source
     }
+    /// This failure with its error turned into its text and dropped: all the runtime keeps
+    /// of it after the call, so that the error's own code (`Display`, `Drop`) runs inside
+    /// the call's `catch_unwind` (see `engine::execute`), never in the partition's owner.
+    pub(crate) fn rendered(self) -> Self {
+        HandlerError { source: self.source.to_string().into(), ..self }
+    }
+    /// A failure of `kind` (and `delay`) known only by `text`: for an error whose
+    /// rendering panicked.
+    pub(crate) fn from_text(kind: FailureKind, delay: Option<Duration>, text: String) -> Self {
+        HandlerError { kind, source: text.into(), delay }
+    }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {

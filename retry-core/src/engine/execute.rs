@@ -1,6 +1,8 @@
 //! Calling the handler: the whole call, its synchronous part included, runs under
 //! `catch_unwind`, so a panic is a failed attempt of that record (retryable), never a
-//! stopped partition. In-memory (blocking) attempts of the policy happen here.
+//! stopped partition. So does the rendering of a failure's error to text (its `Display`
+//! and its `Drop` are the handler's code too). In-memory (blocking) attempts of the policy
+//! happen here.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -22,17 +24,29 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One call of `handler`; a panic, in the call or in the future it returns, becomes a
-/// retryable error saying so.
+/// retryable error saying so. A failure comes back [rendered](HandlerError::rendered); an
+/// error whose rendering panics keeps its kind, with the panic for its text.
 pub(crate) async fn call_once(handler: &dyn Handler, record: Record) -> Result<(), HandlerError> {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
         Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
         Err(panic) => Err(panic),
     };
-    outcome.unwrap_or_else(|panic| {
-        let text = panic_text(&*panic);
-        tracing::error!(panic = %text, "handler panicked; counted as a failed attempt of this record");
-        Err(HandlerError::retryable(format!("handler panicked: {text}")))
-    })
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let (kind, delay) = (e.kind(), e.requested_delay());
+            Err(std::panic::catch_unwind(AssertUnwindSafe(|| e.rendered())).unwrap_or_else(|panic| {
+                let text = panic_text(&*panic);
+                tracing::error!(panic = %text, "the handler's error panicked when turned into text or dropped; counted as its failure");
+                HandlerError::from_text(kind, delay, format!("the handler's error panicked: {text}"))
+            }))
+        }
+        Err(panic) => {
+            let text = panic_text(&*panic);
+            tracing::error!(panic = %text, "handler panicked; counted as a failed attempt of this record");
+            Err(HandlerError::retryable(format!("handler panicked: {text}")))
+        }
+    }
 }
 
 /// Calls `handler`, with up to `extra` in-memory attempts `delay` apart for retryable
@@ -84,6 +98,31 @@ mod tests {
         });
         let e = call_once(&in_future, Record::new("t", 0, 0)).await.unwrap_err();
         assert!(e.to_string().contains("inside the future"), "{e}");
+    }
+
+    #[derive(Debug)]
+    struct UnprintableError;
+    impl std::fmt::Display for UnprintableError {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("cannot print")
+        }
+    }
+    impl std::error::Error for UnprintableError {}
+
+    #[tokio::test]
+    async fn a_failure_comes_back_as_text_and_one_that_cannot_be_printed_keeps_its_kind() {
+        let failing = |fatal: bool| {
+            crate::handler::record(move |_: Record| async move {
+                Err::<(), _>(match fatal {
+                    true => HandlerError::fatal(UnprintableError),
+                    false => HandlerError::retry_after("rate limited", Duration::from_secs(5)),
+                })
+            })
+        };
+        let e = call_once(&failing(false), Record::new("t", 0, 0)).await.unwrap_err();
+        assert_eq!((e.to_string().as_str(), e.requested_delay()), ("rate limited", Some(Duration::from_secs(5))));
+        let e = call_once(&failing(true), Record::new("t", 0, 0)).await.unwrap_err();
+        assert_eq!((e.kind(), e.to_string().as_str()), (crate::headers::FailureKind::Fatal, "the handler's error panicked: cannot print"));
     }
 
     #[tokio::test]
