@@ -1,5 +1,5 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
-//! whose `Display` or `Drop` panics), records that
+//! whose `Display` or `Drop` panics), a panic of the engine's own, records that
 //! can never be republished, the byte budget under a retry backlog and with a record
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
@@ -160,6 +160,38 @@ async fn a_handler_error_whose_display_or_drop_panics_fails_that_record_only() {
     let m = running.shutdown().await;
     assert_eq!((m.processed, m.retried, m.dead_lettered, m.stopped_partitions), (4, 1, 1, 0), "{m}");
     assert_eq!(broker.committed(&group, &topic), [5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_engine_stops_its_partition_loudly_and_loses_nothing() {
+    // A bug of the engine's own (injected: a panic when an owner takes in the record "bug")
+    // must not leave a partition silently unread: it is stopped, counted and logged, the
+    // other partition flows on, and the partition's records come to its next owner.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("engine-panic"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("engine-panic", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
+    broker.prepare(&listener, 2).await;
+    let running = broker.runtime().panic_in_engine_on_key("bug").listener(listener).build().unwrap().start().await.unwrap();
+    let producer = broker.producer();
+    for (partition, key) in [(0, "a0"), (0, "bug"), (0, "a1"), (1, "b0")] {
+        broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the partition stopped", || running.metrics().stopped_partitions == 1).await;
+    for (partition, key) in [(1, "b1"), (1, "b2")] {
+        broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the other partition flows on", || ["b0", "b1", "b2"].iter().all(|k| calls.has(k, 1))).await;
+    assert!(calls.has("a0", 1) && !calls.has("bug", 1) && !calls.has("a1", 1));
+    running.shutdown().await;
+    assert_eq!(broker.committed(&group, &topic), [1, 3], "committed up to the record the engine failed on");
+
+    let next = Calls::default();
+    let listener = recorded_listener("engine-panic-next", &topic, &group, policy(2, 10).build().unwrap(), &next, |_| Ok(()));
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    eventually(WAIT, "the next owner handles the rest", || next.has("bug", 1) && next.has("a1", 1)).await;
+    running.shutdown().await;
+    assert_eq!(broker.committed(&group, &topic), [3, 3]);
 }
 
 /// The runtime's producer refuses records over 1,000 bytes; a 900-byte record fits the

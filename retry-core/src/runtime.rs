@@ -59,6 +59,9 @@ pub struct RuntimeBuilder {
     prometheus: Option<String>,
     /// Fault injection: act as if no partition queue could be split off.
     no_partition_queues: bool,
+    /// Fault injection: the engine panics on the record of this key.
+    #[cfg(feature = "fault-injection")]
+    panic_on_key: Option<Vec<u8>>,
 }
 
 impl RuntimeBuilder {
@@ -155,6 +158,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Fault injection, for tests: the engine itself panics (as a bug of its own would)
+    /// when a partition's owner takes in the record of `key`, outside any handler.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn panic_in_engine_on_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.panic_on_key = Some(key.into());
+        self
+    }
+
     /// Checks the settings (the first error is returned; every listener error is logged).
     pub fn build(mut self) -> Result<Runtime> {
         if let Some(first) = self.errors.drain(..).next() {
@@ -220,6 +232,8 @@ impl RuntimeBuilder {
             rebalance_grace: self.rebalance_grace.unwrap_or(Duration::from_secs(10)),
             header_format: self.header_format,
             split_queues: !self.no_partition_queues,
+            #[cfg(feature = "fault-injection")]
+            panic_on_key: self.panic_on_key,
         })
     }
 }
@@ -238,6 +252,8 @@ pub struct Runtime {
     rebalance_grace: Duration,
     header_format: HeaderFormat,
     split_queues: bool,
+    #[cfg(feature = "fault-injection")]
+    panic_on_key: Option<Vec<u8>>,
 }
 
 impl Runtime {
@@ -339,6 +355,8 @@ impl Runtime {
                 circuit,
                 requests,
                 errors: Default::default(),
+                #[cfg(feature = "fault-injection")]
+                panic_on_key: self.panic_on_key.clone(),
             });
             let grace = self.shutdown_grace;
             let token = shutdown.clone();

@@ -15,7 +15,7 @@ use crate::handler::Handler;
 use crate::record::Record;
 
 /// The text of a panic payload.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

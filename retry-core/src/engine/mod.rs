@@ -53,4 +53,7 @@ pub(crate) struct Shared {
     pub(crate) circuit: Arc<Circuit>,
     pub(crate) requests: mpsc::UnboundedSender<Request>,
     pub(crate) errors: errors::ConsumerErrors,
+    /// Fault injection: owners panic on the record of this key.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) panic_on_key: Option<Vec<u8>>,
 }

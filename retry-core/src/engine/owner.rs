@@ -31,6 +31,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -199,7 +200,20 @@ pub(crate) fn spawn(
                 previous.wait().await;
             }
             tracing::debug!(own_queue = owner.own.is_some(), "owner started");
-            owner.run().await;
+            let (slot, shared) = (Arc::clone(&owner.slot), Arc::clone(&owner.shared));
+            // The owner is dropped with its future, cleaning up (see its `Drop`) before
+            // the partition is stopped.
+            let ran = AssertUnwindSafe(owner.run()).catch_unwind().await;
+            if let Err(panic) = ran {
+                shared.metrics.inc_stopped_partitions();
+                slot.pause(&*shared.consumer, PauseReason::Stopped);
+                tracing::error!(
+                    panic = %execute::panic_text(&*panic),
+                    "the partition's owner failed (a bug in retryable-topic: please report it); the partition is stopped, \
+                     and its records from the last committed offset on are read again by its next owner (after a rebalance \
+                     or a restart)"
+                );
+            }
         }
         .instrument(span),
     );
@@ -405,6 +419,13 @@ impl Owner {
             }
         }
         tracing::debug!(cancelled = self.cancel.is_cancelled(), stopped = self.stopped, queued = self.queue.len(), "owner ended");
+    }
+}
+
+/// Whenever an owner goes (it ended, its task was aborted, or it panicked), what it
+/// finished is stored and what it held is given back to the budget and the gauges.
+impl Drop for Owner {
+    fn drop(&mut self) {
         self.store();
         self.release_queue();
         self.shared.budget.release(std::mem::take(&mut self.unreleased));
@@ -417,7 +438,9 @@ impl Owner {
         let (calls, waiting) = self.reported_calls;
         self.shared.metrics.add_key_concurrency(-(calls as f64), -(waiting as f64));
     }
+}
 
+impl Owner {
     /// Follows the listener's gate: held pauses the partition (reason breaker) once it
     /// holds a record (until then it reads on, so that it has a record for the breaker's
     /// probe: a partition paused with nothing in hand could never probe); open resumes it
@@ -655,6 +678,10 @@ impl Owner {
     }
 
     async fn take(&mut self, record: Record) {
+        #[cfg(feature = "fault-injection")]
+        if self.shared.panic_on_key.is_some() && record.key() == self.shared.panic_on_key.as_deref() {
+            panic!("fault injection: the engine panics on this record");
+        }
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
         let (offset, bytes) = (record.offset(), record.queued_bytes());
