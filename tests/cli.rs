@@ -1,7 +1,8 @@
 //! The `retryable-topic` command line, run as a process against the broker of this run:
 //! topic plans and creation (the source untouched), a DLT filled by a real listener
 //! inspected and replayed (the replayed records handled, a second replay replays nothing),
-//! and bad input, each with its message and a non-zero exit code.
+//! and bad input, each with its message and a non-zero exit code (or, for a foreign
+//! record with a header name that is not UTF-8, listed).
 
 mod common;
 
@@ -156,6 +157,12 @@ async fn bad_input_gets_a_message_and_a_non_zero_exit() {
     assert!(e.contains("cannot replay 0@0 (key orphan): no retry headers") && e.contains("progress not committed"), "{e}");
     let inspect = stdout(cli(&broker).args(["dlt", "inspect", &dlt]));
     assert!(inspect.contains("no retry headers") && inspect.contains("1 dead letters"), "{inspect}");
+    // A foreign record whose header name is not UTF-8 is listed, not a crash.
+    let headers = common::raw_named_headers(&[(b"caf\xe9", b"latin-1")]);
+    let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&dlt).key("foreign").payload(b"{}").headers(headers);
+    broker.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+    let inspect = stdout(cli(&broker).args(["dlt", "inspect", &dlt]));
+    assert!(inspect.contains("foreign") && inspect.contains("2 dead letters"), "{inspect}");
 }
 
 /// Without brokers named, `delay-service` runs on an embedded one and stops on Ctrl-C with

@@ -513,35 +513,11 @@ async fn foreign_framework_headers_pass_through_untouched() {
     figure(&b.broker, "case foreign-headers ok");
 }
 
-/// Headers with names as raw bytes. The Kafka protocol says header names are UTF-8 and
-/// rdkafka's `Header` takes a `&str`, but librdkafka itself (and so any client on it)
-/// writes whatever bytes it is given, and brokers pass them on.
-#[allow(unsafe_code, reason = "librdkafka's own header call, to write a name that is not UTF-8")]
-fn raw_named_headers(headers: &[(&[u8], &[u8])]) -> rdkafka::message::OwnedHeaders {
-    let hs = rdkafka::message::OwnedHeaders::new();
-    // rdkafka's `BorrowedHeaders` is a stand-in whose address is librdkafka's headers.
-    let raw = (hs.as_borrowed() as *const rdkafka::message::BorrowedHeaders).cast_mut().cast::<rdkafka::bindings::rd_kafka_headers_t>();
-    for (name, value) in headers {
-        // SAFETY: `raw` is the live headers of `hs`; librdkafka copies name and value.
-        let err = unsafe {
-            rdkafka::bindings::rd_kafka_header_add(
-                raw,
-                name.as_ptr().cast(),
-                name.len() as isize,
-                value.as_ptr().cast(),
-                value.len() as isize,
-            )
-        };
-        assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-    }
-    hs
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_name_that_is_not_utf8_is_read_lossily_and_the_partition_flows_on() {
     let b = bench(1, 1, 50, fail_first).await;
     let producer = b.broker.producer();
-    let headers = raw_named_headers(&[(b"caf\xe9", b"latin-1"), (b"ok", b"1")]);
+    let headers = common::raw_named_headers(&[(b"caf\xe9", b"latin-1"), (b"ok", b"1")]);
     let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&b.topic).key("bad-name").payload(b"{}").headers(headers);
     producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
     for n in 0..3 {

@@ -314,16 +314,27 @@ impl Record {
     /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
     ///
     /// Its headers are read through rdkafka, which panics on a header name that is not
-    /// UTF-8 (the runtime reads them itself and does not).
+    /// UTF-8; [`from_consumed`](Self::from_consumed) does not.
     pub fn from_message<M: Message>(m: &M) -> Self {
         let mut copier =
             Copier::with_capacity(Arc::from(m.topic()), m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len), 1);
         copier.copy(m, rdkafka_headers(m));
-        let mut record = copier.only();
-        let decoded = record.decode_retry_headers();
-        let retry = decoded.ok().flatten();
-        record.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry);
-        record
+        copier.only().with_retry_headers_read()
+    }
+
+    /// Copies a message an rdkafka consumer read, as [`from_message`](Self::from_message)
+    /// does, but reading header names itself: a name that is not UTF-8 is read as Java's
+    /// client reads it (U+FFFD for its invalid bytes, with a warning) instead of panicking
+    /// in rdkafka.
+    pub fn from_consumed(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+        Self::copy_alone(m, Arc::from(m.topic())).with_retry_headers_read()
+    }
+
+    /// This record with its attempt and retry headers set from its headers, if readable.
+    fn with_retry_headers_read(mut self) -> Self {
+        let retry = self.decode_retry_headers().ok().flatten();
+        self.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry);
+        self
     }
 
     /// Copies a client message alone (attempt 1, headers not decoded yet); `topic` is shared

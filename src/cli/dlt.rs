@@ -9,13 +9,13 @@ use clap::{Args, Subcommand};
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use retry_core::headers::{self, FailureKind, HeaderFormat, RetryHeaders};
 use retry_core::time::{format_ms, now_ms};
-use retry_core::{ConfigError, Error, KafkaConfig};
+use retry_core::{ConfigError, Error, KafkaConfig, Record};
 
 use super::Named;
 
@@ -190,8 +190,9 @@ fn read_all(
                 if !left.contains_key(&m.partition()) {
                     continue;
                 }
-                let hs: HeaderList =
-                    m.headers().map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default();
+                // Header names read by the runtime's reader: one that is not UTF-8 (a foreign
+                // producer's) shows lossily instead of panicking in rdkafka.
+                let hs: HeaderList = Record::from_consumed(&m).headers().map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec))).collect();
                 let retry = RetryHeaders::decode(hs.iter().map(|(n, v)| (n.as_str(), v.as_deref())));
                 let d = DeadLetter {
                     partition: m.partition(),

@@ -280,7 +280,7 @@ impl Broker {
         while !done(&out) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, consumer.recv()).await {
-                Ok(Ok(m)) => out.push(Record::from_message(&m)),
+                Ok(Ok(m)) => out.push(Record::from_consumed(&m)),
                 Ok(Err(e)) => eprintln!("reader: {e}"),
                 Err(_) => panic!("read {what} from {topic} within {within:?}; got {}: {out:#?}", out.len()),
             }
@@ -348,6 +348,30 @@ pub fn figure(broker: &Broker, line: &str) {
 }
 
 pub use retryable_topic::time::now_ms;
+
+/// Headers with names as raw bytes. The Kafka protocol says header names are UTF-8 and
+/// rdkafka's `Header` takes a `&str`, but librdkafka itself (and so any client on it)
+/// writes whatever bytes it is given, and brokers pass them on.
+#[allow(unsafe_code, reason = "librdkafka's own header call, to write a name that is not UTF-8")]
+pub fn raw_named_headers(headers: &[(&[u8], &[u8])]) -> rdkafka::message::OwnedHeaders {
+    let hs = rdkafka::message::OwnedHeaders::new();
+    // rdkafka's `BorrowedHeaders` is a stand-in whose address is librdkafka's headers.
+    let raw = (hs.as_borrowed() as *const rdkafka::message::BorrowedHeaders).cast_mut().cast::<rdkafka::bindings::rd_kafka_headers_t>();
+    for (name, value) in headers {
+        // SAFETY: `raw` is the live headers of `hs`; librdkafka copies name and value.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                raw,
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            )
+        };
+        assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+    hs
+}
 
 /// Total size of a record as stored: key, payload, header names and values.
 pub fn record_size(r: &Record) -> usize {
