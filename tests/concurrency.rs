@@ -26,8 +26,7 @@ fn rendered_metrics() -> String {
 
 /// Records of `listener` waiting for their key now, by its gauge (none: never reported).
 fn waiting_for_key(listener: &str) -> Option<f64> {
-    let prefix = format!("retryable_topic_waiting_for_key{{listener=\"{listener}\"}} ");
-    rendered_metrics().lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    common::sample(&rendered_metrics(), "retryable_topic_waiting_for_key", &format!("listener=\"{listener}\""))
 }
 
 /// What the handler saw: the keys in it now, and each key's payloads in the order called.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
-use common::{eventually, Broker};
+use common::{eventually, sample, Broker};
 use retryable_topic::{handler, Backoff, HandlerError, Listener, Record, RetryPolicy};
 use tokio::sync::Semaphore;
 
@@ -23,12 +23,6 @@ fn scrape(address: &str) -> String {
     s.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-}
-
-/// The value of the sample `name{labels}` (labels as the exporter writes them), if any.
-fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
-    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

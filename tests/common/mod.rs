@@ -349,6 +349,12 @@ pub fn figure(broker: &Broker, line: &str) {
 
 pub use retryable_topic::time::now_ms;
 
+/// The value of the Prometheus sample `name{labels}` (labels as the exporter writes them), if any.
+pub fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
 /// Headers with names as raw bytes. The Kafka protocol says header names are UTF-8 and
 /// rdkafka's `Header` takes a `&str`, but librdkafka itself (and so any client on it)
 /// writes whatever bytes it is given, and brokers pass them on.
