@@ -28,7 +28,14 @@ pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// error whose rendering panics keeps its kind, with the panic for its text.
 pub(crate) async fn call_once(handler: &dyn Handler, record: Record) -> Result<(), HandlerError> {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        // Awaited inside an `async` block, the handler's future is dropped within the poll
+        // that completes it, so under the guard too: a future type of the user's whose
+        // `Drop` panics fails its record like any other panic of the handler.
+        Ok(future) => {
+            #[allow(clippy::redundant_async_block, reason = "the block is what drops the future under the guard")]
+            let dropped_when_done = async move { future.await };
+            AssertUnwindSafe(dropped_when_done).catch_unwind().await
+        }
         Err(panic) => Err(panic),
     };
     match outcome {
@@ -98,6 +105,32 @@ mod tests {
         });
         let e = call_once(&in_future, Record::new("t", 0, 0)).await.unwrap_err();
         assert!(e.to_string().contains("inside the future"), "{e}");
+    }
+
+    /// A handler's own future type: done at once, panicking when dropped.
+    struct PanicsWhenDropped;
+    impl std::future::Future for PanicsWhenDropped {
+        type Output = Result<(), HandlerError>;
+        fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    impl Drop for PanicsWhenDropped {
+        fn drop(&mut self) {
+            panic!("dropping the future")
+        }
+    }
+    struct DropPanic;
+    impl Handler for DropPanic {
+        fn handle(&self, _: Record) -> BoxFuture<'static, Result<(), HandlerError>> {
+            Box::pin(PanicsWhenDropped)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_future_whose_drop_panics_is_a_failed_attempt() {
+        let e = call_once(&DropPanic, Record::new("t", 0, 0)).await.unwrap_err();
+        assert!(e.is_retryable() && e.to_string().contains("dropping the future"), "{e}");
     }
 
     #[derive(Debug)]
