@@ -179,20 +179,22 @@ impl Broker {
 }
 
 /// The settings both sides of a row get: the runtime's defaults that matter for speed,
-/// `RT_BENCH_SET="key=value,…"` (experiments) and the embedded broker's.
+/// the embedded broker's (or the real brokers' session timeouts), and last, overriding them,
+/// `RT_BENCH_SET="key=value,…"` (experiments).
 fn consumer_settings(embedded: bool) -> Vec<(&'static str, &'static str)> {
     // The runtime's defaults for both (see `runtime.rs`).
     let mut s = vec![("fetch.queue.backoff.ms", "10"), ("fetch.wait.max.ms", "50")];
-    if let Ok(extra) = std::env::var("RT_BENCH_SET") {
-        let leaked: &'static str = Box::leak(extra.into_boxed_str());
-        s.extend(leaked.split(',').filter_map(|kv| kv.split_once('=')));
-    }
     if embedded {
         s.extend(EmbeddedKafka::client_config());
     } else {
         // As the tests do: tansu holds a JoinGroup for about half the session timeout (23 s
         // at librdkafka's 45 s), which timed nothing but made the bench take 20 minutes.
         s.extend([("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")]);
+    }
+    // Last, so that they override the settings above (later settings win).
+    if let Ok(extra) = std::env::var("RT_BENCH_SET") {
+        let leaked: &'static str = Box::leak(extra.into_boxed_str());
+        s.extend(leaked.split(',').filter_map(|kv| kv.split_once('=')));
     }
     s
 }
