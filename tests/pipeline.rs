@@ -1,5 +1,6 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
-//! whose `Display` or `Drop` panics), a panic of the engine's own, records that
+//! whose `Display` or `Drop` panics), a panic of the engine's own (in a partition's owner
+//! or in the dispatcher that polls the consumer), records that
 //! can never be republished, the byte budget under a retry backlog and with a record
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
@@ -192,6 +193,46 @@ async fn a_panic_in_the_engine_stops_its_partition_loudly_and_loses_nothing() {
     eventually(WAIT, "the next owner handles the rest", || next.has("bug", 1) && next.has("a1", 1)).await;
     running.shutdown().await;
     assert_eq!(broker.committed(&group, &topic), [3, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_dispatcher_stops_its_listener_loudly_and_leaves_the_group() {
+    // A bug in the task that polls the consumer (injected: a panic when the dispatcher, here
+    // reading the partitions, reads the record "bug") must not leave the listener in its
+    // group with nobody polling: its partitions would stay unread and held from the other
+    // members until `max.poll.interval.ms` (5 min). It stops, counted and logged, and leaves
+    // the group, so a member joining after it gets its partitions and handles the rest.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("dispatcher-panic"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("dispatcher-panic", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
+    broker.prepare(&listener, 2).await;
+    let faulty = broker
+        .runtime()
+        .without_partition_queues()
+        .panic_in_engine_on_key("bug")
+        .listener(listener)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let producer = broker.producer();
+    for (partition, key) in [(1, "b0"), (0, "a0"), (0, "bug"), (0, "a1")] {
+        broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the listener stopped", || faulty.metrics().stopped_listeners == 1).await;
+    assert!(!calls.has("bug", 1) && !calls.has("a1", 1), "nothing from the record it failed on");
+
+    // The faulty runtime is still up: only its leaving the group lets the next member in.
+    let next = Calls::default();
+    let listener = recorded_listener("dispatcher-panic-next", &topic, &group, policy(2, 10).build().unwrap(), &next, |_| Ok(()));
+    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    eventually(WAIT, "the next member handles the rest", || next.has("bug", 1) && next.has("a1", 1)).await;
+    assert!(["a0", "b0"].iter().all(|k| calls.has(k, 1) || next.has(k, 1)), "every record handled by one of them");
+    running.shutdown().await;
+    assert_eq!(faulty.shutdown().await.stopped_listeners, 1);
+    assert_eq!(broker.committed(&group, &topic), [3, 1]);
 }
 
 /// The runtime's producer refuses records over 1,000 bytes; a 900-byte record fits the

@@ -8,7 +8,7 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
 //! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
 
@@ -26,6 +26,7 @@ pub struct Metrics {
     dropped: AtomicU64,
     malformed_headers: AtomicU64,
     stopped_partitions: AtomicU64,
+    stopped_listeners: AtomicU64,
     publish_failed: AtomicU64,
     consumer_errors: AtomicU64,
     breaker_opened: AtomicU64,
@@ -60,6 +61,9 @@ pub struct MetricsSnapshot {
     /// Partitions stopped because a record could go nowhere (its DLT publish failed under
     /// [`FailOnError`](crate::policy::DltStrategy::FailOnError), or cannot ever succeed).
     pub stopped_partitions: u64,
+    /// Listeners stopped because the engine's dispatcher panicked (a bug of ours, logged
+    /// as one): the listener left its group, so its partitions went to the other members.
+    pub stopped_listeners: u64,
     /// Records the retry topic refused for good (e.g. too large once the retry headers are
     /// added); they went to the DLT with reason `publish-failed`, or were dropped.
     pub publish_failed: u64,
@@ -106,6 +110,7 @@ impl std::ops::Add for MetricsSnapshot {
             dropped: self.dropped + o.dropped,
             malformed_headers: self.malformed_headers + o.malformed_headers,
             stopped_partitions: self.stopped_partitions + o.stopped_partitions,
+            stopped_listeners: self.stopped_listeners + o.stopped_listeners,
             publish_failed: self.publish_failed + o.publish_failed,
             consumer_errors: self.consumer_errors + o.consumer_errors,
             breaker_opened: self.breaker_opened + o.breaker_opened,
@@ -126,7 +131,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} publish-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -134,6 +139,7 @@ impl std::fmt::Display for MetricsSnapshot {
             self.dropped,
             self.malformed_headers,
             self.stopped_partitions,
+            self.stopped_listeners,
             self.publish_failed,
             self.breaker_opened,
             self.held_by_breaker,
@@ -311,6 +317,7 @@ counters! {
     dropped => inc_dropped,
     malformed_headers => inc_malformed_headers,
     stopped_partitions => inc_stopped_partitions,
+    stopped_listeners => inc_stopped_listeners,
     publish_failed => inc_publish_failed,
     consumer_errors => inc_consumer_errors,
     breaker_opened => inc_breaker_opened,

@@ -159,7 +159,8 @@ impl RuntimeBuilder {
     }
 
     /// Fault injection, for tests: the engine itself panics (as a bug of its own would)
-    /// when a partition's owner takes in the record of `key`, outside any handler.
+    /// when it takes in the record of `key`, outside any handler: the partition's owner,
+    /// or the dispatcher for a partition it reads (see `without_partition_queues`).
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn panic_in_engine_on_key(mut self, key: impl Into<Vec<u8>>) -> Self {

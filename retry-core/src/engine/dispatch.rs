@@ -16,6 +16,7 @@
 //! such a partition lets other tasks run, as its owner does.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::coop::cooperative;
 use tokio_util::sync::CancellationToken;
 
+use super::execute::panic_text;
 use super::owner::{self, Batch, OwnerHandle, Request};
 use super::partition::{PartitionSlot, PauseReason};
 use super::rebalance::{Assigned, Partitions};
@@ -84,7 +86,26 @@ pub(crate) async fn run(
         backpressured: Vec::new(),
         handed_over: (0, 0),
     };
-    {
+    // A panic here is a bug of ours. Unguarded, it ended this task and left the consumer
+    // unpolled and in the group: its partitions unread, and held from the other members
+    // until `max.poll.interval.ms` ran out. Guarded, the listener stops as it does at
+    // shutdown (owners finish what they hold, the group is left), loudly.
+    let read = AssertUnwindSafe(d.read(&consumer, &mut requests, &shutdown)).catch_unwind().await;
+    if let Err(panic) = read {
+        shared.metrics.inc_stopped_listeners();
+        tracing::error!(
+            listener = %shared.listener.name(),
+            panic = %panic_text(&*panic),
+            "the listener's dispatcher panicked (a bug: please report it); the listener stops and leaves the group, \
+             so that its partitions go to the group's other members or, after a restart, to it again"
+        );
+    }
+    d.shut_down(&consumer, grace).await;
+}
+
+impl Dispatcher {
+    /// Reads the consumer until `shutdown` (or the stream's end).
+    async fn read(&mut self, consumer: &ListenerConsumer, requests: &mut mpsc::UnboundedReceiver<Request>, shutdown: &CancellationToken) {
         let mut stream = consumer.stream();
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,41 +114,38 @@ pub(crate) async fn run(
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = sample.tick() => {
-                    d.tick(&consumer);
+                    self.tick(consumer);
                     continue;
                 }
                 Some(request) = requests.recv() => {
-                    d.serve(&consumer, request);
+                    self.serve(consumer, request);
                     continue;
                 }
-                () = shared.budget.drained(), if !d.backpressured.is_empty() => {
-                    d.lift_backpressure(&consumer);
+                () = self.shared.budget.drained(), if !self.backpressured.is_empty() => {
+                    self.lift_backpressure(consumer);
                     continue;
                 }
-                () = partitions.assigned_now.notified() => {
-                    d.start_owners();
+                () = self.partitions.assigned_now.notified() => {
+                    self.start_owners();
                     continue;
                 }
                 m = cooperative(stream.next()) => m,
             };
             let Some(first) = first else { break };
-            d.take(&consumer, first);
+            self.take(consumer, first);
             // Each message read spends a unit of the task's budget (rdkafka's stream is no
             // tokio resource): out of it, the batches go to their owners and the task
             // yields, so a partition read here lets other tasks run, as the owners do.
             for _ in 1..MAX_DRAIN {
                 match cooperative(stream.next()).now_or_never() {
-                    Some(Some(m)) => d.take(&consumer, m),
+                    Some(Some(m)) => self.take(consumer, m),
                     _ => break,
                 }
             }
-            d.flush();
+            self.flush();
         }
     }
-    d.shut_down(&consumer, grace).await;
-}
 
-impl Dispatcher {
     /// Once every [`SAMPLE_EVERY`], in one pass over the assigned partitions: sets the
     /// paused-partitions gauges from their own state, and resumes again, in the client, each
     /// one that has no reason to be paused, in case librdkafka lost a resume
@@ -152,6 +170,10 @@ impl Dispatcher {
             Ok(m) => m,
             Err(e) => return self.consumer_error(&e),
         };
+        #[cfg(feature = "fault-injection")]
+        if self.shared.panic_on_key.is_some() && m.key() == self.shared.panic_on_key.as_deref() {
+            panic!("fault injection: the dispatcher panics on this record");
+        }
         // Records of one partition arrive in runs: the batch being built is the usual route.
         let cached = self.pending.last().is_some_and(|p| {
             p.route.slot.partition() == m.partition() && &**p.route.slot.topic() == m.topic() && !p.route.slot.is_revoked()

@@ -53,7 +53,8 @@ pub(crate) struct Shared {
     pub(crate) circuit: Arc<Circuit>,
     pub(crate) requests: mpsc::UnboundedSender<Request>,
     pub(crate) errors: errors::ConsumerErrors,
-    /// Fault injection: owners panic on the record of this key.
+    /// Fault injection: the engine panics on the record of this key (the dispatcher if it
+    /// reads the partition, else the owner).
     #[cfg(feature = "fault-injection")]
     pub(crate) panic_on_key: Option<Vec<u8>>,
 }
