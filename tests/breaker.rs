@@ -108,7 +108,7 @@ async fn run_outage(broker: &Broker, breaker: bool, key_concurrency: usize) -> (
     let l = listener("store", &topic, &group, 10, Duration::from_secs(3), None, breaker, &log, key_concurrency);
     broker.prepare(&l, PARTITIONS).await;
     produce(broker, &topic, RECORDS, &[]).await;
-    let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
+    let running = broker.start(l).await;
     eventually(WAIT, "every record handled once the store healed", || log.handled_keys().len() == RECORDS).await;
     let m = running.shutdown().await;
     (m, log, topic, group)
@@ -157,7 +157,7 @@ async fn one_poison_key_goes_the_non_blocking_way_and_never_opens_the_breaker() 
     let l = listener("store", &topic, &group, 3, Duration::ZERO, Some("poison"), true, &log, 1);
     broker.prepare(&l, PARTITIONS).await;
     produce(&broker, &topic, RECORDS, &["poison"]).await;
-    let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
+    let running = broker.start(l).await;
     eventually(WAIT, "the healthy records handled and the poison one dead-lettered", || {
         log.handled_keys().len() == RECORDS && running.metrics().dead_lettered == 1
     })
@@ -175,11 +175,11 @@ async fn an_outage_with_an_outlier_and_a_rebalance_while_open_loses_nothing_and_
     let first = listener("store", &topic, &group, 3, Duration::from_secs(4), Some("poison"), true, &log, 1);
     broker.prepare(&first, PARTITIONS).await;
     produce(&broker, &topic, RECORDS, &["poison"]).await;
-    let a = broker.runtime().listener(first).build().unwrap().start().await.unwrap();
+    let a = broker.start(first).await;
     eventually(WAIT, "the breaker open", || a.metrics().breaker_open == 1).await;
     // A second member joins while the first one's breaker is open: partitions move.
     let second = listener("store", &topic, &group, 3, Duration::from_secs(2), Some("poison"), true, &log, 1);
-    let b = broker.runtime().listener(second).build().unwrap().start().await.unwrap();
+    let b = broker.start(second).await;
     let both = |a: &RunningRuntime, b: &RunningRuntime| a.metrics() + b.metrics();
     eventually_explained(
         WAIT,
@@ -223,14 +223,14 @@ async fn a_partition_revoked_while_paused_is_read_again_when_it_comes_back() {
     let log = Log::default();
     let first = listener("back", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     broker.prepare(&first, 2).await;
-    let a = broker.runtime().listener(first).build().unwrap().start().await.unwrap();
+    let a = broker.start(first).await;
     a.pause("back").unwrap();
     produce(&broker, &topic, N, &[]).await;
     eventually(WAIT, "records read and held by the first member", || a.metrics().queued_bytes > 0).await;
     // A second member joins: the first one's partitions are revoked while paused, and one of
     // them comes back to it.
     let second = listener("back", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
-    let b = broker.runtime().listener(second).build().unwrap().start().await.unwrap();
+    let b = broker.start(second).await;
     b.pause("back").unwrap();
     assert!(b.wait_for_assignment(WAIT).await, "the second member got a partition");
     assert!(a.wait_for_assignment(WAIT).await, "the first member kept a partition");
@@ -254,7 +254,7 @@ async fn an_operator_pauses_and_resumes_a_listener() {
     let log = Log::default();
     let l = listener("manual", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     broker.prepare(&l, 1).await;
-    let running = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
+    let running = broker.start(l).await;
     assert!(running.pause("no-such-listener").is_err());
     running.pause("manual").unwrap();
     produce(&broker, &topic, 100, &[]).await;
@@ -281,7 +281,7 @@ async fn pausing_and_resuming_over_and_over_hands_every_record_over_once() {
     let l = listener("flicker", &topic, &group, 3, Duration::ZERO, None, false, &log, 1);
     broker.prepare(&l, 8).await;
     produce(&broker, &topic, N, &[]).await;
-    let running = Arc::new(broker.runtime().listener(l).build().unwrap().start().await.unwrap());
+    let running = Arc::new(broker.start(l).await);
     let flicker = {
         let running = Arc::clone(&running);
         tokio::spawn(async move {

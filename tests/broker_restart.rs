@@ -36,7 +36,7 @@ async fn a_broker_restart_mid_run_loses_nothing() {
         },
     );
     broker.prepare(&listener, 2).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     let total = 1_000u64;
     for n in 0..total / 2 {

@@ -74,7 +74,7 @@ async fn a_dlt_filled_by_a_listener_is_inspected_and_replayed_once() {
     });
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     for k in ["good", "bad1", "bad2", "bad3"] {
         broker.produce(&producer, &topic, Some(k), Some(b"{}"), &[("traceparent", Some(b"t-1"))]).await;

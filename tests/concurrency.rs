@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
-use common::{eventually, Broker};
+use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::{Backoff, HandlerError, Listener, Record, RetryPolicy};
 use tokio::sync::{Barrier, Notify};
@@ -101,7 +101,7 @@ async fn run(broker: &Broker, topic: &str, listener: Listener, records: &[(&str,
     for (key, n) in records {
         broker.produce(&producer, topic, Some(key), Some(n.to_string().as_bytes()), &[]).await;
     }
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let n = records.len() as u64;
     eventually(WAIT, "every record handled", || running.metrics().processed == n).await;
     running.shutdown().await
@@ -205,7 +205,7 @@ async fn an_offset_passes_only_when_every_record_before_it_is_done() {
     for i in 1..10 {
         broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
     }
-    let running = broker.runtime().shutdown_grace(Duration::from_millis(500)).listener(slow).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().shutdown_grace(Duration::from_millis(500)).listener(slow).started().await;
     eventually(WAIT, "the nine behind the slow record handled", || running.metrics().processed == 9).await;
     assert!(calls.has("slow", 1));
     tokio::time::timeout(WAIT, running.shutdown()).await.expect("shutdown returns after the grace");
@@ -215,7 +215,7 @@ async fn an_offset_passes_only_when_every_record_before_it_is_done() {
     let next = Calls::default();
     let policy = RetryPolicy::builder().build().unwrap();
     let listener = recorded_listener("next", &topic, &group, policy, &next, |_| Ok(()));
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     eventually(WAIT, "the next member handles the record from offset 0 on", || next.has("slow", 1) && next.all().len() >= 10).await;
     running.shutdown().await;
     assert_eq!(broker.committed(&group, &topic), [10]);
@@ -236,7 +236,7 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     for key in ["a", "a", "b"] {
         broker.produce(&producer, &topic, Some(key), Some(b"{}"), &[]).await;
     }
-    let running = broker.runtime().shutdown_grace(Duration::from_secs(20)).listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().shutdown_grace(Duration::from_secs(20)).listener(listener).started().await;
     eventually(WAIT, "\"b\" handled while \"a\" #0 is in the handler", || running.metrics().processed == 1 && calls.has("a", 1)).await;
     eventually(WAIT, "\"a\" #1 waiting for its key", || waiting_for_key("waiting-at-stop") == Some(1.0)).await;
     let stopping = tokio::spawn(running.shutdown());
@@ -249,7 +249,7 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     let next = Calls::default();
     let policy = RetryPolicy::builder().build().unwrap();
     let listener = recorded_listener("next", &topic, &group, policy, &next, |_| Ok(()));
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     eventually(WAIT, "the next member handles \"a\" #1 and \"b\" again", || next.all().len() >= 2).await;
     running.shutdown().await;
     assert_eq!(broker.committed(&group, &topic), [3]);

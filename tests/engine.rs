@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, recording, Calls};
-use common::{eventually, now_ms, Broker};
+use common::{eventually, now_ms, Broker, Started};
 use retryable_topic::headers::{self, names, FailureKind, HeaderFormat};
 use retryable_topic::{Backoff, DltStrategy, Error, HandlerError, Listener, RetryPolicy};
 
@@ -35,7 +35,7 @@ async fn a_failing_record_does_not_delay_the_records_after_it() {
     });
     broker.prepare(&listener, 1).await;
     let retry_topic = listener.topology().sources()[0].retry[0].clone();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
 
     let producer = broker.producer();
     for i in 0..10 {
@@ -74,7 +74,7 @@ async fn a_retry_is_never_handled_before_it_is_due() {
         }
     });
     broker.prepare(&listener, 1).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     for k in ["a", "b"] {
         broker.produce(&producer, &topic, Some(k), Some(b"{}"), &[]).await;
@@ -119,7 +119,7 @@ async fn a_paused_retry_partition_does_not_hold_up_the_source_topic() {
         }
     });
     broker.prepare(&listener, 2).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("slow"), Some(b"{}"), &[]).await;
     eventually(WAIT, "slow republished", || running.metrics().retried == 1).await;
@@ -160,7 +160,7 @@ async fn headers_are_replaced(format: HeaderFormat, marker: &str, framework: usi
     let listener = recorded_listener("size", &topic, &group, policy(101, 1).build().unwrap(), &calls, |_| fail("boom"));
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().header_format(format).listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().header_format(format).listener(listener).started().await;
     let producer = broker.producer();
     let (_, offset) = broker
         .produce(
@@ -233,7 +233,7 @@ async fn fatal_and_undeserializable_records_go_straight_to_the_dlt() {
         .unwrap();
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("1"), Some(br#"{"city":"Atlantis"}"#), &[]).await;
     broker.produce(&producer, &topic, Some("2"), Some(b"not json"), &[]).await;
@@ -274,7 +274,7 @@ async fn no_dlt_drops_with_a_counter_and_moves_on() {
     });
     assert_eq!(listener.topology().sources()[0].dlt, None);
     broker.prepare(&listener, 1).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("bad"), Some(b"{}"), &[]).await;
     broker.produce(&producer, &topic, Some("good"), Some(b"{}"), &[]).await;
@@ -406,7 +406,7 @@ async fn fail_on_error_stops_the_partition_when_the_dlt_publish_fails() {
     let listener = make(&calls);
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().producer_set("message.max.bytes", "1000").listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().producer_set("message.max.bytes", "1000").listener(listener).started().await;
     let producer = broker.producer();
     let big = vec![b'x'; 900];
     broker.produce(&producer, &topic, Some("before"), Some(b"{}"), &[]).await;
@@ -421,7 +421,7 @@ async fn fail_on_error_stops_the_partition_when_the_dlt_publish_fails() {
     // After a restart whose DLT publish works, the poison record is dead-lettered and the
     // rest flows.
     let calls2 = Calls::default();
-    let running = broker.runtime().listener(make(&calls2)).build().unwrap().start().await.unwrap();
+    let running = broker.start(make(&calls2)).await;
     eventually(WAIT, "after handled", || calls2.has("after", 1)).await;
     let m = running.shutdown().await;
     assert_eq!((m.processed, m.dead_lettered), (1, 1), "{m}");
@@ -472,7 +472,7 @@ async fn shutdown_finishes_the_record_in_hand_and_commits_it() {
         .build()
         .unwrap();
     broker.prepare(&listener, 1).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("slow"), Some(b"{}"), &[]).await;
     tokio::time::timeout(WAIT, entered.notified()).await.expect("handler entered");
@@ -516,7 +516,7 @@ async fn auto_create_makes_only_missing_retry_topics_and_never_touches_the_sourc
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
     // An existing retry topic with another partition count is left as it is.
     broker.create_topic(&retry, 1).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     assert_eq!(common::partitions_of(broker.bootstrap(), &dlt), Some(3), "DLT created like its source");
     assert_eq!(common::partitions_of(broker.bootstrap(), &retry), Some(1), "existing retry topic not altered");
     assert_eq!(common::partitions_of(broker.bootstrap(), &topic), Some(3), "source not altered");
@@ -543,14 +543,14 @@ async fn a_rebalance_while_a_retry_is_paused_neither_loses_it_nor_handles_it_ear
     };
     let first = make(&calls);
     broker.prepare(&first, 2).await;
-    let a = broker.runtime().listener(first).build().unwrap().start().await.unwrap();
+    let a = broker.start(first).await;
     let producer = broker.producer();
     for p in 0..2 {
         broker.produce_to(&producer, &topic, Some(p), Some(format!("r{p}").as_bytes()), Some(b"{}"), &[]).await;
     }
     eventually(WAIT, "both republished", || a.metrics().retried == 2).await;
     // A second member joins while the retries wait, then leaves again.
-    let b = broker.runtime().listener(make(&calls)).build().unwrap().start().await.unwrap();
+    let b = broker.start(make(&calls)).await;
     for p in 0..2 {
         broker.produce_to(&producer, &topic, Some(p), Some(format!("n{p}").as_bytes()), Some(b"{}"), &[]).await;
     }

@@ -43,7 +43,7 @@ async fn the_ladder_delivers_any_delay_never_early_through_few_topics() {
     assert_eq!(tier_topics.len(), tiers.len(), "one topic per tier, whatever the delays");
     assert!(tier_topics[2].ends_with("-3s"), "{tier_topics:?}");
     broker.prepare(&listener, 2).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     for i in 0..RECORDS {
         broker.produce(&producer, &topic, Some(&i.to_string()), Some(b"{}"), &[]).await;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{eventually, Broker};
+use common::{eventually, Broker, Started};
 use retryable_topic::headers::FailureKind;
 use retryable_topic::{dlt_handler, retryable_topic, HandlerError, Record};
 
@@ -65,7 +65,7 @@ async fn annotated_handlers_run_end_to_end() {
     let broker = Broker::get();
     broker.prepare(&consume::listener().unwrap(), 1).await;
     let mine = |r: &retryable_topic::registry::Registration| r.name.starts_with(module_path!());
-    let running = broker.runtime().registered_where(mine).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().registered_where(mine).started().await;
     let producer = broker.producer();
     let run = run_id();
     for city in ["Oslo", "Flaky", "Nowhere", "Stubborn", "Lima"] {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
-use common::{eventually, Broker};
+use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::headers::FailureKind;
 use retryable_topic::{Backoff, DltStrategy, HandlerError, Listener, Record, RetryPolicy};
@@ -70,7 +70,7 @@ async fn a_handler_panicking_before_its_future_fails_that_record_only() {
         .unwrap();
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     for i in 0..20 {
         let key = if i == 5 { "boom".to_owned() } else { format!("k{i}") };
@@ -142,7 +142,7 @@ async fn a_handler_error_whose_display_or_drop_panics_fails_that_record_only() {
         .unwrap();
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     for key in ["k0", "display", "k1", "drop", "k2"] {
         broker.produce(&producer, &topic, Some(key), Some(b"{}"), &[]).await;
@@ -173,7 +173,7 @@ async fn a_panic_in_the_engine_stops_its_partition_loudly_and_loses_nothing() {
     let calls = Calls::default();
     let listener = recorded_listener("engine-panic", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
     broker.prepare(&listener, 2).await;
-    let running = broker.runtime().panic_in_engine_on_key("bug").listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().panic_in_engine_on_key("bug").listener(listener).started().await;
     let producer = broker.producer();
     for (partition, key) in [(0, "a0"), (0, "bug"), (0, "a1"), (1, "b0")] {
         broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
@@ -189,7 +189,7 @@ async fn a_panic_in_the_engine_stops_its_partition_loudly_and_loses_nothing() {
 
     let next = Calls::default();
     let listener = recorded_listener("engine-panic-next", &topic, &group, policy(2, 10).build().unwrap(), &next, |_| Ok(()));
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     eventually(WAIT, "the next owner handles the rest", || next.has("bug", 1) && next.has("a1", 1)).await;
     running.shutdown().await;
     assert_eq!(broker.committed(&group, &topic), [3, 3]);
@@ -227,7 +227,7 @@ async fn a_panic_in_the_dispatcher_stops_its_listener_loudly_and_leaves_the_grou
     // The faulty runtime is still up: only its leaving the group lets the next member in.
     let next = Calls::default();
     let listener = recorded_listener("dispatcher-panic-next", &topic, &group, policy(2, 10).build().unwrap(), &next, |_| Ok(()));
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     eventually(WAIT, "the next member handles the rest", || next.has("bug", 1) && next.has("a1", 1)).await;
     assert!(["a0", "b0"].iter().all(|k| calls.has(k, 1) || next.has(k, 1)), "every record handled by one of them");
     running.shutdown().await;
@@ -249,7 +249,7 @@ async fn too_large_once_headers_are_added(dlt: DltStrategy) -> (Broker, String, 
         }
     });
     broker.prepare(&listener, 1).await;
-    let running = broker.runtime().producer_set("message.max.bytes", "1000").listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().producer_set("message.max.bytes", "1000").listener(listener).started().await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("big"), Some(&[b'x'; 900]), &[]).await;
     broker.produce(&producer, &topic, Some("after"), Some(b"{}"), &[]).await;
@@ -306,7 +306,7 @@ async fn budget_holds_under_a_retry_backlog(reads: Reads) {
         .build()
         .unwrap();
     broker.prepare(&listener, 2).await;
-    let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
+    let running = reads.runtime(&broker).listener(listener).started().await;
     let producer = broker.producer();
     let n = 400;
     let payload = vec![b'p'; 1_000];
@@ -353,7 +353,7 @@ async fn retries_behind_a_long_due_wait(reads: Reads) {
     });
     let retry_topic = listener.topology().sources()[0].retry[0].clone();
     broker.prepare(&listener, 1).await;
-    let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
+    let running = reads.runtime(&broker).listener(listener).started().await;
     let producer = broker.producer();
     let n = 20;
     for i in 0..n {
@@ -400,7 +400,7 @@ async fn a_record_larger_than_half_the_budget_waits_for_its_room_without_spinnin
         .build()
         .unwrap();
     broker.prepare(&listener, 6).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     let held_keys: Vec<String> = (0..5).map(|p| format!("hold{p}")).collect();
     for (p, key) in held_keys.iter().enumerate() {
@@ -474,7 +474,7 @@ async fn rebalance_while_in_hand(key_concurrency: usize, reads: Reads) {
     };
     let a = make("member-a");
     broker.prepare(&a, partitions).await;
-    let member_a = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(a).build().unwrap().start().await.unwrap();
+    let member_a = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(a).started().await;
     assert!(member_a.wait_for_assignment(WAIT).await);
 
     // Watch the committed offsets: they must never move back.
@@ -504,7 +504,7 @@ async fn rebalance_while_in_hand(key_concurrency: usize, reads: Reads) {
     }
     eventually(WAIT, "A holds a slow record", || !in_hand.lock().unwrap().is_empty()).await;
     let b = make("member-b");
-    let member_b = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(b).build().unwrap().start().await.unwrap();
+    let member_b = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(b).started().await;
     assert!(member_b.wait_for_assignment(WAIT).await, "member B got partitions");
     let n = 200;
     for i in 0..n {
@@ -543,7 +543,7 @@ async fn after_the_shutdown_grace_the_group_is_left_even_with_a_handler_stuck() 
         .build()
         .unwrap();
     broker.prepare(&stuck, 1).await;
-    let running = broker.runtime().shutdown_grace(Duration::from_secs(1)).listener(stuck).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().shutdown_grace(Duration::from_secs(1)).listener(stuck).started().await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("stuck"), Some(b"{}"), &[]).await;
     eventually(WAIT, "the handler holds the record", || calls.has("stuck", 1)).await;
@@ -551,7 +551,7 @@ async fn after_the_shutdown_grace_the_group_is_left_even_with_a_handler_stuck() 
 
     let next = Calls::default();
     let listener = recorded_listener("next", &topic, &group, policy(3, 10).build().unwrap(), &next, |_| Ok(()));
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     eventually(WAIT, "the next member handles the record", || next.has("stuck", 1)).await;
     running.shutdown().await;
 }
@@ -576,7 +576,7 @@ async fn a_consumer_error_on_one_topic_does_not_hold_up_the_others() {
         .build()
         .unwrap();
     broker.prepare(&listener, 1).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     broker.produce(&producer, &gone, Some("before"), Some(b"{}"), &[]).await;
     eventually(WAIT, "the first topic read", || calls.has("before", 1)).await;
@@ -606,7 +606,7 @@ async fn a_partition_left_paused_by_the_client_is_read_again() {
     let calls = Calls::default();
     let listener = recorded_listener("lost-resume", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
     broker.prepare(&listener, 1).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("before"), Some(b"{}"), &[]).await;
     eventually(WAIT, "the partition read", || calls.has("before", 1)).await;
@@ -663,7 +663,7 @@ async fn records_at_hand_let_other_tasks_run(reads: Reads) {
         broker_ref.produce(producer_ref, topic_ref, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
     }))
     .await;
-    let running = reads.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap();
+    let running = reads.runtime(&broker).listener(listener).started().await;
     let beating = Arc::clone(&ticks);
     let heartbeat = tokio::spawn(async move {
         loop {
@@ -703,7 +703,7 @@ async fn the_dispatcher_reading_the_partitions_lets_other_tasks_run_between_its_
         broker_ref.produce(producer_ref, topic_ref, Some(&format!("k{i:05}")), Some(payload_ref), &[]).await;
     }))
     .await;
-    let running = Arc::new(Reads::Dispatcher.runtime(&broker).listener(listener).build().unwrap().start().await.unwrap());
+    let running = Arc::new(Reads::Dispatcher.runtime(&broker).listener(listener).started().await);
     let watched = Arc::clone(&running);
     let watcher = tokio::spawn(async move {
         let (mut last, mut largest_rise) = (0, 0);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::recorder::{recorded_listener, Calls};
-use common::{eventually, sample, Broker};
+use common::{eventually, sample, Broker, Started};
 use retryable_topic::{handler, Backoff, HandlerError, Listener, Record, RetryPolicy};
 use tokio::sync::Semaphore;
 
@@ -61,7 +61,7 @@ async fn the_metrics_endpoint_shows_what_happened() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let running = broker.runtime().prometheus(&address).listener(listener).listener(hot).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().prometheus(&address).listener(listener).listener(hot).started().await;
     let producer = broker.producer();
     for key in ["hot", "hot", "hot", "cold"] {
         broker.produce(&producer, &hot_topic, Some(key), Some(b"{}"), &[]).await;

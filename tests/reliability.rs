@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::recorder::{recorded_listener, recording, Calls};
-use common::{eventually, figure, now_ms, Broker};
+use common::{eventually, figure, now_ms, Broker, Started};
 use retryable_topic::headers::{names, FailureKind, HeaderFormat, RetryHeaders};
 use retryable_topic::{handler, Backoff, EmbeddedKafka, Error, HandlerError, Listener, Record, RetryPolicy, Runtime};
 
@@ -94,7 +94,7 @@ fn soak_worker() {
             b = b.consumer_set(k, v);
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-        let running = b.build().unwrap().start().await.unwrap();
+        let running = b.started().await;
         if running.wait_for_assignment(Duration::from_secs(120)).await {
             // Tells the soak this worker holds its partitions (one line per worker).
             std::fs::OpenOptions::new()
@@ -282,14 +282,14 @@ async fn members_joining_and_leaving_never_strand_a_paused_partition() {
     };
     let l = make(&calls);
     broker.prepare(&l, 3).await;
-    let a = broker.runtime().listener(l).build().unwrap().start().await.unwrap();
+    let a = broker.start(l).await;
     let producer = broker.producer();
     for n in 0..30 {
         broker.produce_to(&producer, &topic, Some(n % 3), Some(format!("r{n}").as_bytes()), Some(b"{}"), &[]).await;
     }
     eventually(WAIT, "all republished", || a.metrics().retried == 30).await;
     for _ in 0..2 {
-        let b = broker.runtime().listener(make(&calls)).build().unwrap().start().await.unwrap();
+        let b = broker.start(make(&calls)).await;
         assert!(b.wait_for_assignment(WAIT).await, "the second member got partitions");
         b.shutdown().await;
     }
@@ -327,7 +327,7 @@ async fn bench(partitions: i32, retry_partitions: i32, backoff_ms: u64, decide: 
     broker.create_topic(&topic, partitions).await;
     broker.create_topic(&retry, retry_partitions).await;
     broker.create_topic(&dlt, partitions).await;
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     Bench { broker, topic, retry, dlt, calls, running }
 }
 
@@ -360,7 +360,7 @@ async fn bad_payloads_reach_the_dlt_with_a_clear_reason() {
         .unwrap();
     broker.prepare(&listener, 1).await;
     let dlt = listener.topology().sources()[0].dlt.clone().unwrap();
-    let running = broker.runtime().listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.start(listener).await;
     let producer = broker.producer();
     let cases: [(&str, Option<&[u8]>, &str); 5] = [
         ("non-json", Some(b"<forecast/>"), "expected value"),
@@ -613,7 +613,7 @@ async fn a_setting_for_every_client_overrides_the_framework_defaults() {
     broker.prepare(&listener, 1).await;
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("before"), Some(b"{}"), &[]).await;
-    let running = broker.runtime().set("auto.offset.reset", "latest").listener(listener).build().unwrap().start().await.unwrap();
+    let running = broker.runtime().set("auto.offset.reset", "latest").listener(listener).started().await;
     // Produced until one is handled: the consumer takes its position at the end of the
     // partition once assigned, so the first few may come too early to be read.
     let deadline = Instant::now() + WAIT;

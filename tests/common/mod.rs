@@ -17,7 +17,18 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use retryable_topic::{EmbeddedKafka, Record, RuntimeBuilder};
+use retryable_topic::{EmbeddedKafka, Listener, Record, RunningRuntime, RuntimeBuilder};
+
+/// Builds and starts a runtime, failing the test with the reason if it cannot.
+pub trait Started {
+    fn started(self) -> impl std::future::Future<Output = RunningRuntime> + Send;
+}
+
+impl Started for RuntimeBuilder {
+    async fn started(self) -> RunningRuntime {
+        self.build().expect("runtime settings").start().await.expect("runtime started")
+    }
+}
 
 /// What a broker can do; tests needing more are skipped *by name* on brokers lacking it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +176,11 @@ impl Broker {
             b = b.consumer_set(k, v);
         }
         b
+    }
+
+    /// A runtime of this broker's settings for `listener`, started.
+    pub async fn start(&self, listener: Listener) -> RunningRuntime {
+        self.runtime().listener(listener).started().await
     }
 
     pub fn client_config(&self) -> ClientConfig {
