@@ -17,7 +17,8 @@
 //! `fetch.wait.max.ms=50` (some brokers, tansu and librdkafka's mock among them, answer a
 //! waiting fetch only when this wait expires, not when data arrives: with librdkafka's
 //! 500 ms, a retry due sooner was handled up to that late; an idle consumer now asks
-//! about 20 times a second) and `queued.max.messages.kbytes=16384` (librdkafka's prefetch,
+//! about 20 times a second; [`EmbeddedKafka::client_config`](crate::EmbeddedKafka::client_config)
+//! sets 5 ms for the in-process mock) and `queued.max.messages.kbytes=16384` (librdkafka's prefetch,
 //! beside the listener's own budget for queued records; per partition, as the runtime
 //! splits each partition's queue off); producers with `acks=all` and `linger.ms=5`
 //! (republishes are pipelined, nothing waits on one record). Your settings override the defaults,
