@@ -309,11 +309,8 @@ async fn start_with_quick_publish_timeouts(broker: &Broker, listener: Listener) 
         .producer_set("message.timeout.ms", "2000")
         .producer_set("allow.auto.create.topics", "false")
         .listener(listener)
-        .build()
-        .unwrap()
-        .start()
+        .started()
         .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use common::recorder::{recorded_listener, Calls};
 use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::headers::FailureKind;
-use retryable_topic::{Backoff, DltStrategy, HandlerError, Listener, Record, RetryPolicy};
+use retryable_topic::{Backoff, DltStrategy, HandlerError, Listener, Record, RetryPolicy, RunningRuntime, RuntimeBuilder};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -168,16 +168,9 @@ async fn a_panic_in_the_engine_stops_its_partition_loudly_and_loses_nothing() {
     // A bug of the engine's own (injected: a panic when an owner takes in the record "bug")
     // must not leave a partition silently unread: it is stopped, counted and logged, the
     // other partition flows on, and the partition's records come to its next owner.
-    let broker = Broker::get();
-    let (topic, group) = (broker.unique("engine-panic"), broker.unique("g"));
-    let calls = Calls::default();
-    let listener = recorded_listener("engine-panic", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
-    broker.prepare(&listener, 2).await;
-    let running = broker.runtime().panic_in_engine_on_key("bug").listener(listener).started().await;
+    let (broker, topic, group, running, calls) =
+        with_a_bug_in_the_engine("engine-panic", |b| b, &[(0, "a0"), (0, "bug"), (0, "a1"), (1, "b0")]).await;
     let producer = broker.producer();
-    for (partition, key) in [(0, "a0"), (0, "bug"), (0, "a1"), (1, "b0")] {
-        broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
-    }
     eventually(WAIT, "the partition stopped", || running.metrics().stopped_partitions == 1).await;
     for (partition, key) in [(1, "b1"), (1, "b2")] {
         broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
@@ -202,25 +195,9 @@ async fn a_panic_in_the_dispatcher_stops_its_listener_loudly_and_leaves_the_grou
     // group with nobody polling: its partitions would stay unread and held from the other
     // members until `max.poll.interval.ms` (5 min). It stops, counted and logged, and leaves
     // the group, so a member joining after it gets its partitions and handles the rest.
-    let broker = Broker::get();
-    let (topic, group) = (broker.unique("dispatcher-panic"), broker.unique("g"));
-    let calls = Calls::default();
-    let listener = recorded_listener("dispatcher-panic", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
-    broker.prepare(&listener, 2).await;
-    let faulty = broker
-        .runtime()
-        .without_partition_queues()
-        .panic_in_engine_on_key("bug")
-        .listener(listener)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    let producer = broker.producer();
-    for (partition, key) in [(1, "b0"), (0, "a0"), (0, "bug"), (0, "a1")] {
-        broker.produce_to(&producer, &topic, Some(partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
-    }
+    let (broker, topic, group, faulty, calls) =
+        with_a_bug_in_the_engine("dispatcher-panic", |b| b.without_partition_queues(), &[(1, "b0"), (0, "a0"), (0, "bug"), (0, "a1")])
+            .await;
     eventually(WAIT, "the listener stopped", || faulty.metrics().stopped_listeners == 1).await;
     assert!(!calls.has("bug", 1) && !calls.has("a1", 1), "nothing from the record it failed on");
 
@@ -233,6 +210,27 @@ async fn a_panic_in_the_dispatcher_stops_its_listener_loudly_and_leaves_the_grou
     running.shutdown().await;
     assert_eq!(faulty.shutdown().await.stopped_listeners, 1);
     assert_eq!(broker.committed(&group, &topic), [3, 1]);
+}
+
+/// A listener recording its calls on a new topic of two partitions, started on the
+/// runtime `shape` gives, with the engine's fault injection panicking on the record "bug";
+/// then `records` (partition, key) produced.
+async fn with_a_bug_in_the_engine(
+    name: &str,
+    shape: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+    records: &[(i32, &str)],
+) -> (Broker, String, String, RunningRuntime, Calls) {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique(name), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener(name, &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
+    broker.prepare(&listener, 2).await;
+    let running = shape(broker.runtime()).panic_in_engine_on_key("bug").listener(listener).started().await;
+    let producer = broker.producer();
+    for (partition, key) in records {
+        broker.produce_to(&producer, &topic, Some(*partition), Some(key.as_bytes()), Some(b"{}"), &[]).await;
+    }
+    (broker, topic, group, running, calls)
 }
 
 /// The runtime's producer refuses records over 1,000 bytes; a 900-byte record fits the
