@@ -163,6 +163,13 @@ async fn bad_input_gets_a_message_and_a_non_zero_exit() {
     broker.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
     let inspect = stdout(cli(&broker).args(["dlt", "inspect", &dlt]));
     assert!(inspect.contains("foreign") && inspect.contains("2 dead letters"), "{inspect}");
+    // Retry headers that cannot be read are shown as such, with the reason, and such a
+    // record is not replayed to a guessed topic.
+    broker.produce(&broker.producer(), &dlt, Some("garbled"), Some(b"{}"), &[("rt-retry", Some(b"garbage".as_slice()))]).await;
+    let inspect = stdout(cli(&broker).args(["dlt", "inspect", &dlt, "--json"]));
+    assert!(inspect.contains("garbled") && inspect.contains("\"headers_error\":\""), "{inspect}");
+    let e = failure(cli(&broker).args(["dlt", "replay", &dlt, "--to", "source"]));
+    assert!(e.contains("cannot replay 0@2 (key garbled): unreadable retry headers"), "{e}");
 }
 
 /// Without brokers named, `delay-service` runs on an embedded one and stops on Ctrl-C with

@@ -84,29 +84,50 @@ pub(super) struct Filter {
 /// Record headers, in order: (name, value).
 type HeaderList = Vec<(String, Option<Vec<u8>>)>;
 
-/// One dead letter as read.
+/// One dead letter as read: copied once, by the runtime's reader (header names that are
+/// not UTF-8 read lossily), which also decodes its retry headers.
 struct DeadLetter {
-    partition: i32,
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: HeaderList,
-    retry: Result<Option<RetryHeaders>, headers::HeaderError>,
+    record: Record,
+    /// Why its retry headers cannot be read, if they cannot.
+    unreadable: Option<headers::HeaderError>,
 }
 
 impl DeadLetter {
+    fn new(record: Record) -> Self {
+        // The reader decoded readable retry headers; only a record without them is decoded
+        // again, to tell "none" (no error) from "unreadable" (the error, to report).
+        let unreadable = match record.retry_headers() {
+            Some(_) => None,
+            None => RetryHeaders::decode(record.headers()).err(),
+        };
+        DeadLetter { record, unreadable }
+    }
+
+    fn retry(&self) -> Result<Option<&RetryHeaders>, &headers::HeaderError> {
+        match &self.unreadable {
+            Some(e) => Err(e),
+            None => Ok(self.record.retry_headers()),
+        }
+    }
+
     fn key_text(&self) -> String {
-        self.key.as_deref().map_or_else(|| "-".into(), |k| String::from_utf8_lossy(k).into_owned())
+        self.record.key().map_or_else(|| "-".into(), |k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// Where it was read: `partition@offset`.
+    fn at(&self) -> String {
+        format!("{}@{}", self.record.partition(), self.record.offset())
     }
 }
 
 impl Filter {
     fn keeps(&self, d: &DeadLetter) -> bool {
-        let h = d.retry.as_ref().ok().and_then(Option::as_ref);
+        let h = d.retry().ok().flatten();
         self.error_kind.as_deref().is_none_or(|k| h.is_some_and(|h| h.error_kind.as_str() == k))
-            && self.key.as_deref().is_none_or(|k| d.key.as_deref() == Some(k.as_bytes()))
-            && self.since.is_none_or(|s| d.timestamp_ms.is_some_and(|t| now_ms() - t <= i64::try_from(s.as_millis()).unwrap_or(i64::MAX)))
+            && self.key.as_deref().is_none_or(|k| d.record.key() == Some(k.as_bytes()))
+            && self
+                .since
+                .is_none_or(|s| d.record.timestamp_ms().is_some_and(|t| now_ms() - t <= i64::try_from(s.as_millis()).unwrap_or(i64::MAX)))
     }
 
     fn check(&self) -> retry_core::Result<()> {
@@ -190,20 +211,9 @@ fn read_all(
                 if !left.contains_key(&m.partition()) {
                     continue;
                 }
-                // Header names read by the runtime's reader: one that is not UTF-8 (a foreign
+                // The runtime's reader: a header name that is not UTF-8 (a foreign
                 // producer's) shows lossily instead of panicking in rdkafka.
-                let hs: HeaderList = Record::from_consumed(&m).headers().map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec))).collect();
-                let retry = RetryHeaders::decode(hs.iter().map(|(n, v)| (n.as_str(), v.as_deref())));
-                let d = DeadLetter {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp_ms: m.timestamp().to_millis(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    headers: hs,
-                    retry,
-                };
-                if !each(d) {
+                if !each(DeadLetter::new(Record::from_consumed(&m))) {
                     return Ok(());
                 }
             }
@@ -213,31 +223,31 @@ fn read_all(
 }
 
 fn json(d: &DeadLetter) -> serde_json::Value {
-    let h = d.retry.as_ref().ok().and_then(Option::as_ref);
+    let h = d.retry().ok().flatten();
     serde_json::json!({
-        "partition": d.partition,
-        "offset": d.offset,
-        "key": d.key.as_deref().map(String::from_utf8_lossy),
+        "partition": d.record.partition(),
+        "offset": d.record.offset(),
+        "key": d.record.key().map(String::from_utf8_lossy),
         "original_topic": h.map(|h| &h.original_topic),
         "original_partition": h.map(|h| h.original_partition),
         "original_offset": h.map(|h| h.original_offset),
         "attempts": h.map(|h| h.attempt),
         "error_kind": h.map(|h| h.error_kind.as_str()),
         "error": h.map(|h| &h.error),
-        "dead_lettered_at": d.timestamp_ms.map(format_ms),
-        "headers_error": d.retry.as_ref().err().map(ToString::to_string),
+        "dead_lettered_at": d.record.timestamp_ms().map(format_ms),
+        "headers_error": d.retry().err().map(ToString::to_string),
     })
 }
 
 fn age(d: &DeadLetter) -> String {
-    d.timestamp_ms.map_or_else(
+    d.record.timestamp_ms().map_or_else(
         || "-".into(),
         |t| humantime::format_duration(Duration::from_secs(u64::try_from((now_ms() - t) / 1000).unwrap_or(0))).to_string(),
     )
 }
 
 fn row(d: &DeadLetter) -> Vec<String> {
-    let (origin, attempts, kind, error) = match &d.retry {
+    let (origin, attempts, kind, error) = match d.retry() {
         Ok(Some(h)) => (
             format!("{}/{}@{}", h.original_topic, h.original_partition, h.original_offset),
             h.attempt.to_string(),
@@ -247,7 +257,7 @@ fn row(d: &DeadLetter) -> Vec<String> {
         Ok(None) => ("-".into(), "-".into(), "-".into(), "no retry headers".into()),
         Err(e) => ("-".into(), "-".into(), "-".into(), format!("unreadable retry headers: {e}")),
     };
-    vec![format!("{}@{}", d.partition, d.offset), d.key_text(), origin, attempts, kind, error, age(d)]
+    vec![d.at(), d.key_text(), origin, attempts, kind, error, age(d)]
 }
 
 /// The topic and headers a dead letter is replayed with.
@@ -258,8 +268,8 @@ fn destination(
     naming: retry_core::GroupNaming,
     format: HeaderFormat,
 ) -> Result<(String, HeaderList), String> {
-    let user = || d.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
-    let h = match &d.retry {
+    let user = || d.record.headers();
+    let h = match d.retry() {
         Ok(Some(h)) => Some(h),
         Ok(None) => None,
         Err(e) => return Err(format!("unreadable retry headers: {e}")),
@@ -332,7 +342,7 @@ pub(super) async fn run(command: &DltCommand, config: &KafkaConfig, timeout: Dur
             read_all(&consumer, &ends, timeout, |d| {
                 read += 1;
                 bar.inc(1);
-                positions.insert(d.partition, d.offset + 1);
+                positions.insert(d.record.partition(), d.record.offset() + 1);
                 if !filter.keeps(&d) || filter.limit.is_some_and(|l| pending.len() >= l) {
                     skipped += 1;
                 } else {
@@ -345,11 +355,11 @@ pub(super) async fn run(command: &DltCommand, config: &KafkaConfig, timeout: Dur
                 match destination(d, to, suffix, naming, format) {
                     Err(why) => {
                         failed += 1;
-                        eprintln!("cannot replay {}@{} (key {}): {why}", d.partition, d.offset, d.key_text());
+                        eprintln!("cannot replay {} (key {}): {why}", d.at(), d.key_text());
                     }
                     Ok((target, hs)) if *dry_run => {
                         replayed += 1;
-                        println!("would replay {}@{} (key {}) to {target} with {} headers", d.partition, d.offset, d.key_text(), hs.len());
+                        println!("would replay {} (key {}) to {target} with {} headers", d.at(), d.key_text(), hs.len());
                     }
                     Ok((target, hs)) => {
                         if let Some(r) = rate {
@@ -361,17 +371,17 @@ pub(super) async fn run(command: &DltCommand, config: &KafkaConfig, timeout: Dur
                             oh = oh.insert(rdkafka::message::Header { key: n, value: v.as_deref() });
                         }
                         let mut rec = FutureRecord::<[u8], [u8]>::to(&target).headers(oh);
-                        if let Some(k) = &d.key {
+                        if let Some(k) = d.record.key() {
                             rec = rec.key(k);
                         }
-                        if let Some(p) = &d.payload {
+                        if let Some(p) = d.record.payload() {
                             rec = rec.payload(p);
                         }
                         match producer.send(rec, timeout).await {
                             Ok(_) => replayed += 1,
                             Err((e, _)) => {
                                 failed += 1;
-                                eprintln!("cannot replay {}@{} (key {}) to {target}: {e}", d.partition, d.offset, d.key_text());
+                                eprintln!("cannot replay {} (key {}) to {target}: {e}", d.at(), d.key_text());
                             }
                         }
                     }
