@@ -205,8 +205,12 @@ async fn a_panic_in_the_dispatcher_stops_its_listener_loudly_and_leaves_the_grou
     let next = Calls::default();
     let listener = recorded_listener("dispatcher-panic-next", &topic, &group, policy(2, 10).build().unwrap(), &next, |_| Ok(()));
     let running = broker.start(listener).await;
-    eventually(WAIT, "the next member handles the rest", || next.has("bug", 1) && next.has("a1", 1)).await;
-    assert!(["a0", "b0"].iter().all(|k| calls.has(k, 1) || next.has(k, 1)), "every record handled by one of them");
+    // Which of the records before "bug" the faulty listener finished depends on timing;
+    // those it did not, the next member reads again (their offsets were not stored).
+    eventually(WAIT, "the next member handles the rest, every record handled by one of them", || {
+        next.has("bug", 1) && next.has("a1", 1) && ["a0", "b0"].iter().all(|k| calls.has(k, 1) || next.has(k, 1))
+    })
+    .await;
     running.shutdown().await;
     assert_eq!(faulty.shutdown().await.stopped_listeners, 1);
     assert_eq!(broker.committed(&group, &topic), [3, 1]);
