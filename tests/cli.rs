@@ -165,7 +165,7 @@ async fn bad_input_gets_a_message_and_a_non_zero_exit() {
     assert!(inspect.contains("foreign") && inspect.contains("2 dead letters"), "{inspect}");
     // Retry headers that cannot be read are shown as such, with the reason, and such a
     // record is not replayed to a guessed topic.
-    broker.produce(&broker.producer(), &dlt, Some("garbled"), Some(b"{}"), &[("rt-retry", Some(b"garbage".as_slice()))]).await;
+    broker.produce(&broker.producer(), &dlt, Some("garbled"), Some(b"{}"), &[(names::RETRY, Some(b"garbage".as_slice()))]).await;
     let inspect = stdout(cli(&broker).args(["dlt", "inspect", &dlt, "--json"]));
     assert!(inspect.contains("garbled") && inspect.contains("\"headers_error\":\""), "{inspect}");
     let e = failure(cli(&broker).args(["dlt", "replay", &dlt, "--to", "source"]));

@@ -171,9 +171,7 @@ impl Dispatcher {
             Err(e) => return self.consumer_error(&e),
         };
         #[cfg(feature = "fault-injection")]
-        if self.shared.panic_on_key.is_some() && m.key() == self.shared.panic_on_key.as_deref() {
-            panic!("fault injection: the dispatcher panics on this record");
-        }
+        self.shared.inject_panic("dispatcher", m.key());
         // Records of one partition arrive in runs: the batch being built is the usual route.
         let cached = self.pending.last().is_some_and(|p| {
             p.route.slot.partition() == m.partition() && &**p.route.slot.topic() == m.topic() && !p.route.slot.is_revoked()

@@ -58,3 +58,14 @@ pub(crate) struct Shared {
     #[cfg(feature = "fault-injection")]
     pub(crate) panic_on_key: Option<Vec<u8>>,
 }
+
+impl Shared {
+    /// Fault injection: panics, as a bug of `part` of the engine would, on the record of
+    /// the key the runtime was told to panic on.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn inject_panic(&self, part: &str, key: Option<&[u8]>) {
+        if self.panic_on_key.is_some() && key == self.panic_on_key.as_deref() {
+            panic!("fault injection: the {part} panics on this record");
+        }
+    }
+}

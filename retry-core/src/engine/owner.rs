@@ -679,9 +679,7 @@ impl Owner {
 
     async fn take(&mut self, record: Record) {
         #[cfg(feature = "fault-injection")]
-        if self.shared.panic_on_key.is_some() && record.key() == self.shared.panic_on_key.as_deref() {
-            panic!("fault injection: the engine panics on this record");
-        }
+        self.shared.inject_panic("engine", record.key());
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
         let (offset, bytes) = (record.offset(), record.queued_bytes());
