@@ -32,7 +32,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -290,11 +290,16 @@ async fn bare_consumer_secs(broker: &Broker, topic: &str, idle: Option<&str>, gr
 /// and without waiting out any backoff: one consumer reads `topic` and `second` (offset
 /// stored per record); each record whose key ends in 7 (a tenth) is produced to `second`,
 /// pipelined, and read back from it. From the first record until all `n + n / 10` are read.
-async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64) -> f64 {
+/// With `durable`, what the runtime must also do for a republish: the record carries
+/// retry headers (as `headers::replace` gives them) and every acknowledgement is awaited
+/// before the clock stops (each polled for as the records are read).
+async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64, durable: bool) -> f64 {
     let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-bare-work"))).create().unwrap();
     consumer.subscribe(&[topic, second]).unwrap();
     let producer = broker.producer();
     let mut stream = consumer.stream();
+    let retry_headers = headers::replace(std::iter::empty(), &sample_headers(2, now_ms()));
+    let mut acks = futures::stream::FuturesUnordered::new();
     let mut started = None;
     let total = n + n / 10;
     for _ in 0..total {
@@ -308,10 +313,26 @@ async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64
             if let Some(p) = m.payload() {
                 r = r.payload(p);
             }
-            // The delivery is not awaited: the record is read back from `second`.
-            drop(producer.send_result(r).map_err(|(e, _)| e).expect("enqueued"));
+            if durable {
+                let mut out = OwnedHeaders::new_with_capacity(retry_headers.len());
+                for (k, v) in &retry_headers {
+                    out = out.insert(Header { key: k, value: v.as_deref() });
+                }
+                r = r.headers(out);
+            }
+            let delivery = producer.send_result(r).map_err(|(e, _)| e).expect("enqueued");
+            // Without `durable`, the delivery is not awaited: the record is read back.
+            if durable {
+                acks.push(delivery);
+            }
         }
         consumer.store_offset_from_message(&m).unwrap();
+        while let Some(Some(ack)) = acks.next().now_or_never() {
+            ack.expect("delivery").expect("acknowledged");
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.expect("delivery").expect("acknowledged");
     }
     started.expect("a record").elapsed().as_secs_f64()
 }
@@ -627,8 +648,8 @@ async fn main() {
         broker.create(&idle_topic, PARTITIONS).await;
         let quick = || policy(Duration::from_millis(10));
         run_listener(&broker, &broker.topic("warm-up"), quick(), None, ok, (n, 100), PLAIN, |h, _| h >= n).await;
-        let (mut bare, mut owning, mut idle, mut happy, mut tenth, mut work) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bare, mut owning, mut idle, mut happy, mut tenth, mut work, mut durable_work) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..rounds {
             bare.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, None, &format!("bare-{i}"), n, false).await);
             owning.push(n as f64 / bare_consumer_secs(&broker, &bare_topic, None, &format!("owning-{i}"), n, true).await);
@@ -642,18 +663,22 @@ async fn main() {
                 let topic = broker.topic(&format!("tenth-{i}"));
                 let run = run_listener(&broker, &topic, quick(), None, fail_every_tenth_once, (n, 100), PLAIN, |h, _| h >= n).await;
                 tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs, run.sorted_lateness()));
-                // What the machine allows for that work at all: bare clients doing it.
-                let (topic, second) = (broker.topic(&format!("bare-work-{i}")), broker.topic(&format!("bare-work-second-{i}")));
-                broker.create(&topic, PARTITIONS).await;
-                broker.create(&second, PARTITIONS).await;
-                produce(&broker, &topic, n, 100, None).await;
-                assert_all_kept(&broker, &topic);
-                work.push(n as f64 / bare_retry_work_secs(&broker, &topic, &second, n).await);
+                // What the machine allows for that work at all: bare clients doing it, plain
+                // and as durably as the runtime does it.
+                for (what, rates) in [("bare-work", &mut work), ("durable-work", &mut durable_work)] {
+                    let (topic, second) = (broker.topic(&format!("{what}-{i}")), broker.topic(&format!("{what}-second-{i}")));
+                    broker.create(&topic, PARTITIONS).await;
+                    broker.create(&second, PARTITIONS).await;
+                    produce(&broker, &topic, n, 100, None).await;
+                    assert_all_kept(&broker, &topic);
+                    rates.push(n as f64 / bare_retry_work_secs(&broker, &topic, &second, n, what == "durable-work").await);
+                }
             }
         }
         let happy_spread = spread(&happy, &bare);
         let tenth_spread = spread(&tenth.iter().map(|t| t.0).collect::<Vec<_>>(), &bare);
         let work_spread = spread(&work, &bare);
+        let durable_work_spread = spread(&durable_work, &bare);
         let owning_spread = spread(&owning, &bare);
         let idle_spread = spread(&idle, &bare);
         let bare = median(bare);
@@ -708,6 +733,21 @@ async fn main() {
                 None,
             );
             row(&b, "  bare clients doing it / bare consumer", format!("{:.2} (rounds {work_spread})", work / bare), "(context)", None);
+            let durable_work = median(durable_work);
+            row(
+                &b,
+                &format!("  bare clients doing it with retry headers, acks awaited, records/s (median of {rounds})"),
+                format!("{durable_work:.0}"),
+                "(context)",
+                None,
+            );
+            row(
+                &b,
+                "  those clients / bare consumer",
+                format!("{:.2} (rounds {durable_work_spread})", durable_work / bare),
+                "(context)",
+                None,
+            );
         }
     }
 
