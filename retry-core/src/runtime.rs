@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::client_error;
 use crate::config::KafkaConfig;
-use crate::engine::{self, Budget, Circuit, ListenerConsumer, ListenerContext, Partitions, Publisher, Shared};
+use crate::engine::{self, Budget, Circuit, ListenerConsumer, ListenerContext, Partitions, Publisher, RunningListener};
 use crate::error::{ConfigError, Error, Result};
 use crate::headers::HeaderFormat;
 use crate::listener::Listener;
@@ -348,7 +348,7 @@ impl Runtime {
             let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));
             let circuit = Arc::new(Circuit::new(listener.name(), listener.circuit_breaker().copied(), Arc::clone(&m)));
             circuits.push((listener.name().to_owned(), Arc::clone(&circuit)));
-            let shared = Arc::new(Shared {
+            let shared = Arc::new(RunningListener {
                 listener,
                 publisher: Arc::clone(&publisher),
                 metrics: m,

@@ -32,7 +32,7 @@ use super::execute::panic_text;
 use super::owner::{self, Batch, OwnerHandle, Request};
 use super::partition::{PartitionSlot, PauseReason};
 use super::rebalance::{Assigned, Partitions};
-use super::{ListenerConsumer, Shared};
+use super::{ListenerConsumer, RunningListener};
 use crate::record::Record;
 
 /// Messages taken from the stream without waiting before the batches are handed over.
@@ -56,7 +56,7 @@ struct Pending {
 }
 
 struct Dispatcher {
-    shared: Arc<Shared>,
+    shared: Arc<RunningListener>,
     partitions: Arc<Partitions>,
     cancel: CancellationToken,
     routes: HashMap<Arc<str>, HashMap<i32, Route>>,
@@ -70,7 +70,7 @@ struct Dispatcher {
 /// Reads the consumer until `shutdown`, then stops the owners (finishing records in hand,
 /// bounded by `grace`), commits synchronously and returns.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<RunningListener>,
     partitions: Arc<Partitions>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     shutdown: CancellationToken,

@@ -43,8 +43,8 @@ pub(crate) use rebalance::{ListenerContext, Partitions};
 /// The consumer of one listener.
 pub(crate) type ListenerConsumer = StreamConsumer<ListenerContext>;
 
-/// What the dispatcher and the owners of one listener share.
-pub(crate) struct Shared {
+/// A listener as it runs: what its dispatcher and the owners of its partitions share.
+pub(crate) struct RunningListener {
     pub(crate) listener: Listener,
     pub(crate) consumer: Arc<ListenerConsumer>,
     pub(crate) publisher: Arc<Publisher>,
@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     pub(crate) panic_on_key: Option<Vec<u8>>,
 }
 
-impl Shared {
+impl RunningListener {
     /// Fault injection: panics, as a bug of `part` of the engine would, on the record of
     /// the key the runtime was told to panic on.
     #[cfg(feature = "fault-injection")]

@@ -51,7 +51,7 @@ use super::partition::{PartitionSlot, PauseReason, ReadPosition};
 use super::publish::{acknowledged, delivered, PublishError};
 use super::queue::{self, OwnQueue, Read};
 use super::window::{Released, Window};
-use super::Shared;
+use super::RunningListener;
 use crate::failure::HandlerError;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
@@ -145,7 +145,7 @@ pub(crate) struct OwnerHandle {
 /// Starts the owner of `slot`. It waits for `previous` (the owner of the same partition in
 /// an earlier assignment) to finish first, so no record is handled by two owners at once.
 pub(crate) fn spawn(
-    shared: Arc<Shared>,
+    shared: Arc<RunningListener>,
     slot: Arc<PartitionSlot>,
     own: Option<Arc<OwnQueue>>,
     previous: Option<Arc<Finished>>,
@@ -232,7 +232,7 @@ enum Outcome {
 }
 
 struct Owner {
-    shared: Arc<Shared>,
+    shared: Arc<RunningListener>,
     /// The listener's circuit: held while its breaker is open or an operator paused it.
     gate: watch::Receiver<Gate>,
     /// The head of the queue waits for the gate (the breaker is open).
@@ -952,7 +952,13 @@ struct RetryTarget {
 /// Waits for a retry-topic publish of the record read at `at`. Should it be refused,
 /// [`publish_failed`] takes over with the record the producer gave back: the usual
 /// acknowledgement costs a small future, the rarer paths a second allocation.
-async fn republish(shared: Arc<Shared>, cancel: CancellationToken, at: ReadAt, target: RetryTarget, delivery: DeliveryFuture) -> Outcome {
+async fn republish(
+    shared: Arc<RunningListener>,
+    cancel: CancellationToken,
+    at: ReadAt,
+    target: RetryTarget,
+    delivery: DeliveryFuture,
+) -> Outcome {
     match delivered(delivery).await {
         Ok(()) => republished(&shared, target.hop),
         Err((e, Some(message))) => publish_failed(shared, cancel, Record::given_back(at, &message), target, e).boxed().await,
@@ -969,7 +975,7 @@ async fn republish(shared: Arc<Shared>, cancel: CancellationToken, at: ReadAt, t
     }
 }
 
-fn republished(shared: &Shared, hop: bool) -> Outcome {
+fn republished(shared: &RunningListener, hop: bool) -> Outcome {
     match hop {
         true => shared.metrics.inc_hops(),
         false => shared.metrics.inc_retried(),
@@ -981,7 +987,7 @@ fn republished(shared: &Shared, hop: bool) -> Outcome {
 /// (100 ms doubling to 5 s); after a permanent one, gives the record up
 /// ([`journey::publish_refused`]: the DLT with reason `publish-failed`, or a drop).
 async fn publish_failed(
-    shared: Arc<Shared>,
+    shared: Arc<RunningListener>,
     cancel: CancellationToken,
     record: Record,
     target: RetryTarget,
@@ -1030,7 +1036,13 @@ async fn publish_failed(
 }
 
 /// Publishes to the DLT; a failure follows the listener's DLT strategy.
-async fn dead_letter(shared: Arc<Shared>, cancel: CancellationToken, record: Record, topic: String, headers: RetryHeaders) -> Outcome {
+async fn dead_letter(
+    shared: Arc<RunningListener>,
+    cancel: CancellationToken,
+    record: Record,
+    topic: String,
+    headers: RetryHeaders,
+) -> Outcome {
     let strategy = shared.listener.policy().dlt();
     let mut pause = Duration::from_millis(100);
     let mut logged = false;
