@@ -292,7 +292,9 @@ async fn bare_consumer_secs(broker: &Broker, topic: &str, idle: Option<&str>, gr
 /// pipelined, and read back from it. From the first record until all `n + n / 10` are read.
 /// With `durable`, what the runtime must also do for a republish: the record carries
 /// retry headers (as `headers::replace` gives them) and every acknowledgement is awaited
-/// before the clock stops (each polled for as the records are read).
+/// before the clock stops (each polled for as the records are read). The offsets are
+/// still stored at once, not after the acknowledgement as the runtime does: the store is
+/// the same call either way.
 async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64, durable: bool) -> f64 {
     let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-bare-work"))).create().unwrap();
     consumer.subscribe(&[topic, second]).unwrap();
