@@ -10,7 +10,7 @@
 //! partition whenever its prefetch queue is full) and `fetch.wait.max.ms=50` (tansu
 //! answers a waiting fetch only when that wait expires). Runs of the happy-path, 10 % and
 //! outage rows last a fraction of a second, which is noisy on two cores shared with the
-//! broker: after a warm-up run, the baseline and the runtime take turns five times
+//! broker: after a warm-up run, the baseline and the runtime take turns seven times
 //! (`RT_BENCH_ROUNDS`), and the ratio is of the medians, with the spread of the rounds'
 //! own ratios beside it.
 //!
@@ -26,7 +26,7 @@
 //!
 //! Knobs: `RT_BENCH_RECORDS` (happy path and 10% rows, default 100,000),
 //! `RT_BENCH_BACKLOG` (default 100,000), `RT_BENCH_ROUNDS` (turns of the happy-path, 10%
-//! and outage rows, default 5), `RT_BENCH_ONLY` (comma-separated row groups:
+//! and outage rows, default 7), `RT_BENCH_ONLY` (comma-separated row groups:
 //! headers, happy, tenth, outage, slow, lateness, rss).
 
 use std::sync::{Arc, Mutex};
@@ -621,7 +621,7 @@ async fn main() {
     let only = std::env::var("RT_BENCH_ONLY").ok();
     let wants = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g.trim() == group));
     let n = env_u64("RT_BENCH_RECORDS", 100_000);
-    let rounds = env_u64("RT_BENCH_ROUNDS", 5).max(1);
+    let rounds = env_u64("RT_BENCH_ROUNDS", 7).max(1);
     let broker = Broker::get();
     let b = broker.name.clone();
     println!("broker: {b} ({}); {PARTITIONS} partitions per topic", broker.bootstrap);
