@@ -212,11 +212,7 @@ async fn produce(broker: &Broker, topic: &str, n: u64, size: usize, headers: Opt
         let key = format!("k{i}");
         let mut r = FutureRecord::<str, [u8]>::to(topic).key(&key).payload(&payload);
         if let Some(hs) = headers {
-            let mut out = OwnedHeaders::new_with_capacity(hs.len());
-            for (k, v) in hs {
-                out = out.insert(Header { key: k, value: v.as_deref() });
-            }
-            r = r.headers(out);
+            r = r.headers(owned_headers(hs));
         }
         loop {
             match producer.send_result(r) {
@@ -237,6 +233,15 @@ async fn produce(broker: &Broker, topic: &str, n: u64, size: usize, headers: Opt
         done.expect("delivery").expect("acknowledged");
     }
     started.elapsed().as_secs_f64()
+}
+
+/// The producer's copy of a header list.
+fn owned_headers(hs: &OwnedHeaderList) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(hs.len());
+    for (k, v) in hs {
+        out = out.insert(Header { key: k, value: v.as_deref() });
+    }
+    out
 }
 
 /// Stops the bench with the reason when the embedded broker dropped the oldest records of
@@ -316,11 +321,7 @@ async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64
                 r = r.payload(p);
             }
             if durable {
-                let mut out = OwnedHeaders::new_with_capacity(retry_headers.len());
-                for (k, v) in &retry_headers {
-                    out = out.insert(Header { key: k, value: v.as_deref() });
-                }
-                r = r.headers(out);
+                r = r.headers(owned_headers(&retry_headers));
             }
             let delivery = producer.send_result(r).map_err(|(e, _)| e).expect("enqueued");
             // Without `durable`, the delivery is not awaited: the record is read back.
@@ -667,13 +668,13 @@ async fn main() {
                 tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs, run.sorted_lateness()));
                 // What the machine allows for that work at all: bare clients doing it, plain
                 // and as durably as the runtime does it.
-                for (what, rates) in [("bare-work", &mut work), ("durable-work", &mut durable_work)] {
+                for (what, durable, rates) in [("bare-work", false, &mut work), ("durable-work", true, &mut durable_work)] {
                     let (topic, second) = (broker.topic(&format!("{what}-{i}")), broker.topic(&format!("{what}-second-{i}")));
                     broker.create(&topic, PARTITIONS).await;
                     broker.create(&second, PARTITIONS).await;
                     produce(&broker, &topic, n, 100, None).await;
                     assert_all_kept(&broker, &topic);
-                    rates.push(n as f64 / bare_retry_work_secs(&broker, &topic, &second, n, what == "durable-work").await);
+                    rates.push(n as f64 / bare_retry_work_secs(&broker, &topic, &second, n, durable).await);
                 }
             }
         }
