@@ -248,12 +248,6 @@ pub(crate) struct ReadAt {
     timestamp_ms: Option<i64>,
 }
 
-impl ReadAt {
-    pub(crate) fn offset(&self) -> i64 {
-        self.offset
-    }
-}
-
 /// What a queued record is taken to cost besides its bytes (bookkeeping, allocations).
 const OVERHEAD_BYTES: usize = 160;
 

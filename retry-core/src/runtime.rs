@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -303,7 +303,9 @@ impl Runtime {
     /// unreachable broker, or an invalid setting (named).
     pub async fn start(self) -> Result<RunningRuntime> {
         tracing::info!(config = %self.common, listeners = self.listeners.len(), "starting");
-        let producer: FutureProducer = self.producer_config().to_client_config().create().map_err(|e| client_error("producer", e))?;
+        let publisher = Arc::new(
+            Publisher::new(&self.producer_config().to_client_config(), self.header_format).map_err(|e| client_error("producer", e))?,
+        );
         // Validate every consumer configuration before touching the cluster.
         let mut consumers = Vec::new();
         for l in &self.listeners {
@@ -325,7 +327,6 @@ impl Runtime {
             tracing::info!(%address, "serving metrics at http://{address}/metrics");
         }
 
-        let publisher = Arc::new(Publisher::new(producer, self.header_format));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         let mut metrics = Vec::new();

@@ -38,7 +38,6 @@ use std::time::Duration;
 use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use rdkafka::producer::DeliveryFuture;
 use tokio::sync::Notify;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -48,14 +47,14 @@ use tracing::Instrument;
 use super::circuit::{self, Gate, Pass, Probe};
 use super::execute;
 use super::partition::{PartitionSlot, PauseReason, ReadPosition};
-use super::publish::{acknowledged, delivered, PublishError};
+use super::publish::{Acks, Delivered, PublishError, Republish, RetryTarget};
 use super::queue::{self, OwnQueue, Read};
 use super::window::{Released, Window};
 use super::RunningListener;
 use crate::failure::HandlerError;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, Arrival, DeadLetterFailure, FailedAttempt, Origin, Plan};
-use crate::record::{ReadAt, ReadShape, Record};
+use crate::record::{ReadShape, Record};
 use crate::time::{format_ms, now_ms};
 use crate::topology::{Role, SourceTopics};
 
@@ -180,6 +179,8 @@ pub(crate) fn spawn(
         min_epoch: 0,
         read: ReadPosition::default(),
         window: Window::new(),
+        acks: Arc::default(),
+        acked: Vec::new(),
         released: Vec::new(),
         done_through: None,
         finished_since_store: 0,
@@ -256,6 +257,10 @@ struct Owner {
     /// The offset after the last record taken in (records before it are re-reads).
     read: ReadPosition,
     window: Window<Outcome>,
+    /// Where the producer puts the acknowledgements of this partition's republishes.
+    acks: Arc<Acks>,
+    /// Scratch space for the acknowledgements taken from `acks`.
+    acked: Vec<(Republish, Delivered)>,
     /// Scratch space for what leaves the window.
     released: Vec<Released<Outcome>>,
     /// The last offset finished with every offset before it finished.
@@ -345,6 +350,7 @@ impl Owner {
         loop {
             if self.window.in_flight() > 0 {
                 self.window.poll_ready();
+                self.take_acks();
                 self.drain_window();
             }
             let cancelled = self.cancel.is_cancelled();
@@ -395,6 +401,10 @@ impl Owner {
                     self.slot.resume(&*self.shared.consumer, PauseReason::Backpressure);
                 }
                 () = self.window.next_settled(), if self.window.in_flight() > 0 => self.drain_window(),
+                () = self.acks.ready(), if self.window.acks_expected() > 0 => {
+                    self.take_acks();
+                    self.drain_window();
+                }
                 Some(ran) = self.running.next(), if !self.running.is_empty() => {
                     if let Some(failed) = self.called(ran.call, ran.result, ran.took) {
                         Box::pin(self.carry_out(failed)).await;
@@ -871,13 +881,34 @@ impl Owner {
     /// read (a refused one comes back from the producer), so a publish waiting long keeps
     /// no read's bytes alive.
     async fn publish_retry(&mut self, seq: Option<u64>, record: Record, bytes: usize, target: RetryTarget) {
-        let enqueued = self.shared.publisher.enqueue(&target.topic, &record, &target.headers).await;
-        let (shared, cancel, offset) = (Arc::clone(&self.shared), self.cancel.clone(), record.offset());
-        let publish = match enqueued {
-            Ok(delivery) => republish(shared, cancel, record.read_at(), target, delivery).boxed(),
-            Err(e) => publish_failed(shared, cancel, record.unshared(), target, e).boxed(),
-        };
-        self.push_publish(seq, offset, bytes, publish);
+        let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
+        let republish = Republish { seq, at: record.read_at(), target };
+        match self.shared.publisher.republish(&record, &self.acks, republish).await {
+            Ok(()) => self.window.awaiting_ack(seq),
+            Err((e, Republish { target, .. })) => {
+                let publish = publish_failed(Arc::clone(&self.shared), self.cancel.clone(), record.unshared(), target, e);
+                self.window.publishing_at(seq, publish.boxed());
+            }
+        }
+    }
+
+    /// Settles the republishes acknowledged since the last call; a refused one is tried
+    /// again or given up ([`publish_failed`]) at its place.
+    fn take_acks(&mut self) {
+        let mut acked = std::mem::take(&mut self.acked);
+        self.acks.take(&mut acked);
+        for (Republish { seq, at, target }, delivered) in acked.drain(..) {
+            self.window.acked();
+            match delivered {
+                Ok(()) => self.window.settle(seq, republished(&self.shared, target.hop)),
+                Err((e, message)) => {
+                    let record = Record::given_back(at, &message);
+                    let publish = publish_failed(Arc::clone(&self.shared), self.cancel.clone(), record, target, e);
+                    self.window.publishing_at(seq, publish.boxed());
+                }
+            }
+        }
+        self.acked = acked;
     }
 
     fn source(&self) -> &SourceTopics {
@@ -940,41 +971,6 @@ fn instant_at(at_ms: i64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0))
 }
 
-/// Where a republish goes: a retry topic, or the next ladder tier for a `hop`.
-struct RetryTarget {
-    topic: String,
-    headers: RetryHeaders,
-    hop: bool,
-    /// The attempt that failed (for a hop, the attempt it is due for).
-    failed_attempt: u32,
-}
-
-/// Waits for a retry-topic publish of the record read at `at`. Should it be refused,
-/// [`publish_failed`] takes over with the record the producer gave back: the usual
-/// acknowledgement costs a small future, the rarer paths a second allocation.
-async fn republish(
-    shared: Arc<RunningListener>,
-    cancel: CancellationToken,
-    at: ReadAt,
-    target: RetryTarget,
-    delivery: DeliveryFuture,
-) -> Outcome {
-    match delivered(delivery).await {
-        Ok(()) => republished(&shared, target.hop),
-        Err((e, Some(message))) => publish_failed(shared, cancel, Record::given_back(at, &message), target, e).boxed().await,
-        // The producer is gone: at shutdown, the record stays uncommitted; at any other time
-        // nothing can publish it any more, so the partition stops rather than never commit.
-        Err((e, None)) if cancel.is_cancelled() => {
-            tracing::debug!(offset = at.offset(), error = %e, "producer gone before the acknowledgement; the record stays uncommitted");
-            Outcome::Abandoned
-        }
-        Err((e, None)) => {
-            tracing::error!(offset = at.offset(), error = %e, "producer gone before the acknowledgement; stopping this partition");
-            Outcome::Stop
-        }
-    }
-}
-
 fn republished(shared: &RunningListener, hop: bool) -> Outcome {
     match hop {
         true => shared.metrics.inc_hops(),
@@ -1028,10 +1024,7 @@ async fn publish_failed(
             () = cancel.cancelled() => return Outcome::Abandoned,
         }
         pause = (pause * 2).min(Duration::from_secs(5));
-        result = match shared.publisher.enqueue(&topic, &record, &headers).await {
-            Ok(delivery) => acknowledged(delivery).await,
-            Err(e) => Err(e),
-        };
+        result = shared.publisher.publish(&topic, &record, &headers).await;
     }
 }
 

@@ -2,8 +2,10 @@
 //! order, released as a contiguous run from the front.
 //!
 //! A record finished at once while publishes are in flight costs one slot in a ring (no
-//! allocation); only publishes are futures. The front of the window is the offset the
-//! partition may be committed up to.
+//! allocation). A publish whose acknowledgement comes by other means (the owner's
+//! [`Acks`](super::publish::Acks)) is counted until [`acked`](Window::acked); one that needs
+//! more work (tried again, dead-lettered) is a future the window drives. The front of the
+//! window is the offset the partition may be committed up to.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -34,6 +36,8 @@ pub(crate) struct Window<O> {
     /// Sequence number of `entries[0]`.
     front: u64,
     publishes: FuturesUnordered<Tagged<O>>,
+    /// Publishes whose acknowledgements come by other means.
+    acks_expected: usize,
 }
 
 /// A publish with its place in the window (one allocation per publish: its box).
@@ -53,7 +57,7 @@ impl<O> Future for Tagged<O> {
 
 impl<O: Copy + Send + 'static> Window<O> {
     pub(crate) fn new() -> Self {
-        Window { entries: VecDeque::new(), front: 0, publishes: FuturesUnordered::new() }
+        Window { entries: VecDeque::new(), front: 0, publishes: FuturesUnordered::new(), acks_expected: 0 }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -62,7 +66,25 @@ impl<O: Copy + Send + 'static> Window<O> {
 
     /// Publishes in flight.
     pub(crate) fn in_flight(&self) -> usize {
-        self.publishes.len()
+        self.publishes.len() + self.acks_expected
+    }
+
+    /// Publishes whose acknowledgements are expected by other means.
+    pub(crate) fn acks_expected(&self) -> usize {
+        self.acks_expected
+    }
+
+    /// The reserved place `seq` is published; its acknowledgement comes by other means,
+    /// then [`acked`](Self::acked) and [`settle`](Self::settle) (or
+    /// [`publishing_at`](Self::publishing_at)) follow.
+    pub(crate) fn awaiting_ack(&mut self, seq: u64) {
+        debug_assert!(seq >= self.front && seq < self.front + self.entries.len() as u64, "a reserved place");
+        self.acks_expected += 1;
+    }
+
+    /// An acknowledgement expected by other means arrived.
+    pub(crate) fn acked(&mut self) {
+        self.acks_expected = self.acks_expected.saturating_sub(1);
     }
 
     /// A record finished now: released at once if nothing is ahead of it.
@@ -152,6 +174,32 @@ mod tests {
         assert_eq!(offsets, [(1, "acked"), (2, "ok"), (3, "acked")]);
         assert!(w.is_empty());
         assert_eq!(w.finished(4, 1, "ok").map(|r| r.offset), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_publish_acknowledged_by_other_means_is_in_flight_until_acked() {
+        let mut w: Window<&'static str> = Window::new();
+        let a = w.reserve(0, 1);
+        w.awaiting_ack(a);
+        let b = w.reserve(1, 1);
+        w.awaiting_ack(b);
+        assert_eq!(w.finished(2, 1, "ok"), None, "behind two publishes");
+        assert_eq!((w.in_flight(), w.acks_expected()), (2, 2));
+        let mut out = Vec::new();
+        // 1's acknowledgement comes first; 0's says it must be published again.
+        w.acked();
+        w.settle(b, "acked");
+        w.release(&mut out);
+        assert!(out.is_empty(), "0 is not acknowledged yet");
+        w.acked();
+        w.publishing_at(a, async { "published again" }.boxed());
+        assert_eq!((w.in_flight(), w.acks_expected()), (1, 0));
+        w.next_settled().await;
+        w.release(&mut out);
+        let offsets: Vec<(i64, &str)> = out.iter().map(|r| (r.offset, r.outcome)).collect();
+        assert_eq!(offsets, [(0, "published again"), (1, "acked"), (2, "ok")]);
+        assert!(w.is_empty());
+        assert_eq!(w.in_flight(), 0);
     }
 
     #[tokio::test]
