@@ -27,6 +27,10 @@ pub(super) struct DelayArgs {
     /// Delivery attempts of a due record before it goes to the dead-letter topic.
     #[arg(long, default_value_t = service::DEFAULT_DELIVERY_ATTEMPTS)]
     delivery_attempts: u32,
+    /// Records of one partition delivered at once, never two of one key (1: one at a
+    /// time, in offset order).
+    #[arg(long, default_value_t = service::DEFAULT_KEY_CONCURRENCY)]
+    key_concurrency: usize,
     /// Create the request topic and the missing tier and dead-letter topics (never alters
     /// an existing topic). On the embedded broker they are always created.
     #[arg(long)]
@@ -49,7 +53,8 @@ pub(super) async fn run(args: &DelayArgs, bootstrap: Option<&str>, config: &Kafk
         .group(&args.group)
         .tiers(args.tiers.iter().copied())
         .max_delay(args.max_delay.unwrap_or(service::DEFAULT_MAX_DELAY))
-        .delivery_attempts(args.delivery_attempts);
+        .delivery_attempts(args.delivery_attempts)
+        .key_concurrency(args.key_concurrency);
     let spec = TopicSpec { partitions: Some(args.partitions), replication: None };
     // Without brokers named, the service runs on an in-process one (a demo: it lives as
     // long as the process).
