@@ -885,11 +885,14 @@ impl Owner {
         let republish = Republish { seq, at: record.read_at(), target };
         match self.shared.publisher.republish(&record, &self.acks, republish).await {
             Ok(()) => self.window.awaiting_ack(seq),
-            Err((e, Republish { target, .. })) => {
-                let publish = publish_failed(Arc::clone(&self.shared), self.cancel.clone(), record.unshared(), target, e);
-                self.window.publishing_at(seq, publish.boxed());
-            }
+            Err((e, Republish { target, .. })) => self.publish_failed_at(seq, record.unshared(), target, e),
         }
+    }
+
+    /// The republish at place `seq` failed with `error`: [`publish_failed`] takes it over.
+    fn publish_failed_at(&mut self, seq: u64, record: Record, target: RetryTarget, error: PublishError) {
+        let publish = publish_failed(Arc::clone(&self.shared), self.cancel.clone(), record, target, error);
+        self.window.publishing_at(seq, publish.boxed());
     }
 
     /// Settles the republishes acknowledged since the last call; a refused one is tried
@@ -901,11 +904,7 @@ impl Owner {
             self.window.acked();
             match delivered {
                 Ok(()) => self.window.settle(seq, republished(&self.shared, target.hop)),
-                Err((e, message)) => {
-                    let record = Record::given_back(at, &message);
-                    let publish = publish_failed(Arc::clone(&self.shared), self.cancel.clone(), record, target, e);
-                    self.window.publishing_at(seq, publish.boxed());
-                }
+                Err((e, message)) => self.publish_failed_at(seq, Record::given_back(at, &message), target, e),
             }
         }
         self.acked = acked;

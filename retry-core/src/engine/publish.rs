@@ -84,8 +84,8 @@ impl Acks {
 pub(crate) enum Ticket {
     /// An owner's window.
     Window(Arc<Acks>, Republish),
-    /// Someone awaiting this publish alone.
-    Awaited(oneshot::Sender<Delivered>),
+    /// Someone awaiting this publish alone (who needs no message given back).
+    Awaited(oneshot::Sender<Result<(), PublishError>>),
 }
 
 /// The producer's context: hands each acknowledgement to its [`Ticket`].
@@ -97,14 +97,13 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Ticket>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<Ticket>) {
-        let delivered = match result {
-            Ok(_) => Ok(()),
-            Err((error, message)) => Err((PublishError { permanent: is_permanent(error), error: error.clone() }, message.detach())),
-        };
         match *ticket {
-            Ticket::Window(acks, republish) => acks.push(republish, delivered),
+            Ticket::Window(acks, republish) => {
+                let delivered = result.as_ref().map(|_| ()).map_err(|(e, message)| (PublishError::of(e.clone()), message.detach()));
+                acks.push(republish, delivered);
+            }
             Ticket::Awaited(tx) => {
-                let _ = tx.send(delivered);
+                let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| PublishError::of(e.clone())));
             }
         }
     }
@@ -116,6 +115,13 @@ pub(crate) struct PublishError {
     pub(crate) error: KafkaError,
     /// It can never succeed (too large, invalid topic, not authorized): do not retry.
     pub(crate) permanent: bool,
+}
+
+impl PublishError {
+    /// `error`, classified ([`is_permanent`]).
+    fn of(error: KafkaError) -> Self {
+        PublishError { permanent: is_permanent(&error), error }
+    }
 }
 
 impl std::fmt::Display for PublishError {
@@ -188,7 +194,7 @@ impl Publisher {
                     message = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((error, back)) => return Err((PublishError { permanent: is_permanent(&error), error }, back.delivery_opaque)),
+                Err((error, back)) => return Err((PublishError::of(error), back.delivery_opaque)),
             }
         }
     }
@@ -213,7 +219,7 @@ impl Publisher {
         let (tx, rx) = oneshot::channel();
         self.enqueue(topic, record, self.headers(record, retry), Box::new(Ticket::Awaited(tx))).await.map_err(|(e, _)| e)?;
         match rx.await {
-            Ok(delivered) => delivered.map_err(|(e, _)| e),
+            Ok(delivered) => delivered,
             // The ticket was dropped unanswered: the producer went away without reporting
             // this message (when dropped, it reports what it still holds as purged).
             Err(_) => Err(PublishError { error: KafkaError::Canceled, permanent: false }),
