@@ -4,7 +4,8 @@
 //! can never be republished, the byte budget under a retry backlog and with a record
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
-//! while another one flows, a partition the client keeps paused behind the runtime's back,
+//! while another one flows, offset commits the broker refuses, a partition the client
+//! keeps paused behind the runtime's back,
 //! a partition with all its records at hand that still lets other tasks run, and the
 //! retries queued behind a long due wait. The budget, rebalance, fairness and long-wait
 //! tests also run with the dispatcher reading the partitions (fault injection: the path of
@@ -592,6 +593,32 @@ async fn a_consumer_error_on_one_topic_does_not_hold_up_the_others() {
     let m = running.shutdown().await;
     assert_eq!((m.stopped_partitions, m.failed), (0, 0), "{m}");
     assert_eq!(broker.committed(&group, &healthy), [200]);
+}
+
+/// A commit the broker refuses is counted and logged, never silent, and its offsets go
+/// with the next commit: once commits are accepted again, the group's committed offset
+/// covers every handled record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets() {
+    let broker = Broker::get();
+    if !broker.require(common::Capability::RefuseCommits, "a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets") {
+        return;
+    }
+    let (topic, group) = (broker.unique("refused-commits"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("refused-commits", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
+    broker.prepare(&listener, 1).await;
+    let running = broker.start(listener).await;
+    broker.embedded().expect("embedded broker").refuse_commits(3).unwrap();
+    let producer = broker.producer();
+    for i in 0..20 {
+        broker.produce(&producer, &topic, Some(&format!("r{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every record handled", || (0..20).all(|i| calls.has(&format!("r{i}"), 1))).await;
+    eventually(WAIT, "the three refused commits counted", || running.metrics().commit_failed >= 3).await;
+    eventually(WAIT, "the offsets committed once the broker accepts commits again", || broker.committed(&group, &topic) == [20]).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.commit_failed, m.failed, m.stopped_partitions), (3, 0, 0), "{m}");
 }
 
 /// librdkafka can lose a resume and then keep the partition paused for good while reporting

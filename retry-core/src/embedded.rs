@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::error::{Error, Result};
 
@@ -18,6 +18,7 @@ enum Command {
     CreateTopic { name: String, partitions: i32, reply: mpsc::Sender<Result<()>> },
     TopicError { name: String, fail: bool, reply: mpsc::Sender<Result<()>> },
     BrokerUp { up: bool, reply: mpsc::Sender<Result<()>> },
+    RefuseCommits { times: usize, reply: mpsc::Sender<Result<()>> },
     Stop,
 }
 
@@ -73,6 +74,11 @@ impl EmbeddedKafka {
                             let r = if up { cluster.broker_up(1) } else { cluster.broker_down(1) };
                             let _ = reply.send(r.map_err(|e| Error::Embedded(e.to_string())));
                         }
+                        Command::RefuseCommits { times, reply } => {
+                            let refused = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; times];
+                            cluster.request_errors(RDKafkaApiKey::OffsetCommit, &refused);
+                            let _ = reply.send(Ok(()));
+                        }
                         Command::Stop => break,
                     }
                 }
@@ -110,6 +116,12 @@ impl EmbeddedKafka {
     /// test how a program rides out a broker restart.
     pub fn set_broker_up(&self, up: bool) -> Result<()> {
         self.call(|reply| Command::BrokerUp { up, reply })
+    }
+
+    /// Answers the next `times` offset commits with `TOPIC_AUTHORIZATION_FAILED` (an error
+    /// that no retry cures), to test how a program copes with commits the broker refuses.
+    pub fn refuse_commits(&self, times: usize) -> Result<()> {
+        self.call(|reply| Command::RefuseCommits { times, reply })
     }
 
     /// Consumer settings that suit the mock cluster: fast group joins, and short fetch

@@ -8,7 +8,7 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_consumer_errors_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
 //! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
 
@@ -29,6 +29,7 @@ pub struct Metrics {
     stopped_listeners: AtomicU64,
     publish_failed: AtomicU64,
     consumer_errors: AtomicU64,
+    commit_failed: AtomicU64,
     breaker_opened: AtomicU64,
     breaker_probes: AtomicU64,
     breaker_closed: AtomicU64,
@@ -70,6 +71,10 @@ pub struct MetricsSnapshot {
     /// Errors the consumer reported (an unknown or deleted topic, a broker away…); each
     /// is logged at most once per 10 s, and reading goes on without a pause.
     pub consumer_errors: u64,
+    /// Offset commits the broker refused or that could not be sent (logged at most once per
+    /// 10 s per error): the records since the last commit are read again after a restart
+    /// or a rebalance, so more are handled twice than usual.
+    pub commit_failed: u64,
     /// Times the circuit breaker opened (an outage was suspected).
     pub breaker_opened: u64,
     /// Probe calls made while the breaker was open.
@@ -113,6 +118,7 @@ impl std::ops::Add for MetricsSnapshot {
             stopped_listeners: self.stopped_listeners + o.stopped_listeners,
             publish_failed: self.publish_failed + o.publish_failed,
             consumer_errors: self.consumer_errors + o.consumer_errors,
+            commit_failed: self.commit_failed + o.commit_failed,
             breaker_opened: self.breaker_opened + o.breaker_opened,
             breaker_probes: self.breaker_probes + o.breaker_probes,
             breaker_closed: self.breaker_closed + o.breaker_closed,
@@ -131,7 +137,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -141,6 +147,7 @@ impl std::fmt::Display for MetricsSnapshot {
             self.stopped_partitions,
             self.stopped_listeners,
             self.publish_failed,
+            self.commit_failed,
             self.breaker_opened,
             self.held_by_breaker,
             self.hops,
@@ -320,6 +327,7 @@ counters! {
     stopped_listeners => inc_stopped_listeners,
     publish_failed => inc_publish_failed,
     consumer_errors => inc_consumer_errors,
+    commit_failed => inc_commit_failed,
     breaker_opened => inc_breaker_opened,
     breaker_probes => inc_breaker_probes,
     breaker_closed => inc_breaker_closed,

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::client_error;
 use crate::config::KafkaConfig;
-use crate::engine::{self, Budget, Circuit, ListenerConsumer, ListenerContext, Partitions, Publisher, RunningListener};
+use crate::engine::{self, Budget, Circuit, ConsumerErrors, ListenerConsumer, ListenerContext, Partitions, Publisher, RunningListener};
 use crate::error::{ConfigError, Error, Result};
 use crate::headers::HeaderFormat;
 use crate::listener::Listener;
@@ -311,11 +311,13 @@ impl Runtime {
         for l in &self.listeners {
             let assigned = Arc::new(AtomicUsize::new(0));
             let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned), self.split_queues));
-            let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions));
+            let m = Arc::new(Metrics::new(l.name()));
+            let errors = Arc::new(ConsumerErrors::default());
+            let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions), Arc::clone(&m), Arc::clone(&errors));
             let c: Arc<ListenerConsumer> =
                 Arc::new(self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?);
             let _ = c.context().consumer.set(Arc::downgrade(&c));
-            consumers.push((l.clone(), c, partitions, assigned));
+            consumers.push((l.clone(), c, partitions, assigned, m, errors));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
         #[cfg(feature = "prometheus")]
@@ -334,7 +336,7 @@ impl Runtime {
         let mut circuits = Vec::new();
         #[cfg(feature = "fault-injection")]
         let mut clients = Vec::new();
-        for (listener, consumer, partitions, assigned) in consumers {
+        for (listener, consumer, partitions, assigned, m, errors) in consumers {
             assignments.push(assigned);
             #[cfg(feature = "fault-injection")]
             clients.push((listener.name().to_owned(), Arc::downgrade(&consumer)));
@@ -343,7 +345,6 @@ impl Runtime {
                 .subscribe(&topics)
                 .map_err(|e| Error::kafka(format!("listener `{}`: subscribing to {topics:?}", listener.name()), e))?;
             tracing::info!(listener = %listener.name(), group = %listener.group(), ?topics, "listening");
-            let m = Arc::new(Metrics::new(listener.name()));
             metrics.push((listener.name().to_owned(), Arc::clone(&m)));
             let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
             let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));
@@ -357,7 +358,7 @@ impl Runtime {
                 budget,
                 circuit,
                 requests,
-                errors: Default::default(),
+                errors,
                 #[cfg(feature = "fault-injection")]
                 panic_on_key: self.panic_on_key.clone(),
             });

@@ -44,6 +44,8 @@ pub enum Capability {
     DeleteUnderConsumer,
     /// Stopping and restarting the broker process from the test script.
     Restart,
+    /// Refusing offset commits on request (the embedded broker's error injection).
+    RefuseCommits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,7 @@ impl Broker {
             Capability::DeleteTopic => self.kind != Kind::Tansu,
             Capability::DeleteUnderConsumer => matches!(self.kind, Kind::Noida | Kind::Kafka),
             Capability::Restart => self.kind == Kind::Embedded || std::env::var("RT_BROKER_RESTART").is_ok_and(|c| !c.is_empty()),
+            Capability::RefuseCommits => self.kind == Kind::Embedded,
         }
     }
 
@@ -122,6 +125,7 @@ impl Broker {
             (Capability::DeleteUnderConsumer, _) => "tansu recreates a deleted topic on the next produce",
             (Capability::Restart, Kind::Tansu) => "tansu keeps data in memory only: a restart loses every topic",
             (Capability::Restart, _) => "the broker is not restartable from this run (RT_BROKER_RESTART unset)",
+            (Capability::RefuseCommits, _) => "only the embedded broker refuses requests on request",
             _ => "the broker lacks it",
         };
         let line = format!("SKIPPED {test} on {:?}: needs {cap:?}; {why}", self.kind);

@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
 pub(crate) use circuit::Circuit;
 pub(crate) use dispatch::run;
+pub(crate) use errors::ConsumerErrors;
 pub(crate) use owner::Request;
 pub(crate) use publish::{is_permanent, Publisher};
 pub(crate) use rebalance::{ListenerContext, Partitions};
@@ -52,7 +53,8 @@ pub(crate) struct RunningListener {
     pub(crate) budget: Budget,
     pub(crate) circuit: Arc<Circuit>,
     pub(crate) requests: mpsc::UnboundedSender<Request>,
-    pub(crate) errors: errors::ConsumerErrors,
+    /// Shared with the consumer's context, which reports failed commits.
+    pub(crate) errors: Arc<ConsumerErrors>,
     /// Fault injection: the engine panics on the record of this key (the dispatcher if it
     /// reads the partition, else the owner).
     #[cfg(feature = "fault-injection")]

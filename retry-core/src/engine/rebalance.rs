@@ -18,15 +18,17 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::TopicPartitionList;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::errors::ConsumerErrors;
 use super::owner::{Finished, OwnerHandle};
 use super::partition::PartitionSlot;
 use super::queue::{OwnQueue, PartitionQueue};
 use super::ListenerConsumer;
+use crate::metrics::Metrics;
 
 /// A partition as (topic, partition).
 pub(crate) type TopicPartition = (String, i32);
@@ -188,17 +190,20 @@ fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) {
     });
 }
 
-/// The consumer's context: quiet transport errors, partitions assigned and revoked.
+/// The consumer's context: quiet transport errors, partitions assigned and revoked,
+/// failed commits reported.
 pub(crate) struct ListenerContext {
     pub(crate) listener: String,
     pub(crate) partitions: Arc<Partitions>,
+    metrics: Arc<Metrics>,
+    errors: Arc<ConsumerErrors>,
     /// The consumer itself, to split partition queues off it (set once it exists).
     pub(crate) consumer: OnceLock<Weak<ListenerConsumer>>,
 }
 
 impl ListenerContext {
-    pub(crate) fn new(listener: &str, partitions: Arc<Partitions>) -> Self {
-        ListenerContext { listener: listener.to_owned(), partitions, consumer: OnceLock::new() }
+    pub(crate) fn new(listener: &str, partitions: Arc<Partitions>, metrics: Arc<Metrics>, errors: Arc<ConsumerErrors>) -> Self {
+        ListenerContext { listener: listener.to_owned(), partitions, metrics, errors, consumer: OnceLock::new() }
     }
 }
 
@@ -209,6 +214,12 @@ impl ClientContext for ListenerContext {
 }
 
 impl ConsumerContext for ListenerContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            self.errors.report_commit(&self.listener, &self.metrics, &e, offsets.count());
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
