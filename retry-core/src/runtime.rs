@@ -12,7 +12,9 @@
 //!
 //! Consumers run with `enable.auto.offset.store=false` (the framework stores an offset only
 //! once its record is handled, retried or dead-lettered), `enable.auto.commit=true` every
-//! second, `auto.offset.reset=earliest`, `fetch.queue.backoff.ms=10` (librdkafka's 1 s
+//! 200 ms (`auto.commit.interval.ms`: a process killed repeats what it did since its last
+//! commit, and with 1 s a member killed in its first second after an assignment had
+//! committed nothing at all), `auto.offset.reset=earliest`, `fetch.queue.backoff.ms=10` (librdkafka's 1 s
 //! default stalls a partition whenever its prefetch queue is full),
 //! `fetch.wait.max.ms=50` (some brokers, tansu and librdkafka's mock among them, answer a
 //! waiting fetch only when this wait expires, not when data arrives: with librdkafka's
@@ -277,7 +279,7 @@ impl Runtime {
     fn consumer_config(&self, listener: &Listener) -> KafkaConfig {
         let defaults: KafkaConfig = [
             ("enable.auto.commit", "true"),
-            ("auto.commit.interval.ms", "1000"),
+            ("auto.commit.interval.ms", "200"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("allow.auto.create.topics", "false"),
