@@ -313,13 +313,12 @@ impl Runtime {
         for l in &self.listeners {
             let assigned = Arc::new(AtomicUsize::new(0));
             let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned), self.split_queues));
-            let m = Arc::new(Metrics::new(l.name()));
             let errors = Arc::new(ConsumerErrors::default());
-            let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions), Arc::clone(&m), Arc::clone(&errors));
+            let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions), Arc::clone(&errors));
             let c: Arc<ListenerConsumer> =
                 Arc::new(self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?);
             let _ = c.context().consumer.set(Arc::downgrade(&c));
-            consumers.push((l.clone(), c, partitions, assigned, m, errors));
+            consumers.push((l.clone(), c, partitions, assigned, errors));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
         #[cfg(feature = "prometheus")]
@@ -338,10 +337,14 @@ impl Runtime {
         let mut circuits = Vec::new();
         #[cfg(feature = "fault-injection")]
         let mut clients = Vec::new();
-        for (listener, consumer, partitions, assigned, m, errors) in consumers {
+        for (listener, consumer, partitions, assigned, errors) in consumers {
             assignments.push(assigned);
             #[cfg(feature = "fault-injection")]
             clients.push((listener.name().to_owned(), Arc::downgrade(&consumer)));
+            // Made once the Prometheus recorder is installed: the facade's handles are
+            // bound to the recorder there is when they are made.
+            let m = Arc::new(Metrics::new(listener.name()));
+            let _ = consumer.context().metrics.set(Arc::clone(&m));
             let topics = listener.topology().subscriptions();
             consumer
                 .subscribe(&topics)

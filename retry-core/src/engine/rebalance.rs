@@ -195,15 +195,16 @@ fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) {
 pub(crate) struct ListenerContext {
     pub(crate) listener: String,
     pub(crate) partitions: Arc<Partitions>,
-    metrics: Arc<Metrics>,
+    /// The listener's metrics (set once they exist, before the consumer subscribes).
+    pub(crate) metrics: OnceLock<Arc<Metrics>>,
     errors: Arc<ConsumerErrors>,
     /// The consumer itself, to split partition queues off it (set once it exists).
     pub(crate) consumer: OnceLock<Weak<ListenerConsumer>>,
 }
 
 impl ListenerContext {
-    pub(crate) fn new(listener: &str, partitions: Arc<Partitions>, metrics: Arc<Metrics>, errors: Arc<ConsumerErrors>) -> Self {
-        ListenerContext { listener: listener.to_owned(), partitions, metrics, errors, consumer: OnceLock::new() }
+    pub(crate) fn new(listener: &str, partitions: Arc<Partitions>, errors: Arc<ConsumerErrors>) -> Self {
+        ListenerContext { listener: listener.to_owned(), partitions, metrics: OnceLock::new(), errors, consumer: OnceLock::new() }
     }
 }
 
@@ -215,8 +216,8 @@ impl ClientContext for ListenerContext {
 
 impl ConsumerContext for ListenerContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            self.errors.report_commit(&self.listener, &self.metrics, &e, offsets.count());
+        if let (Err(e), Some(metrics)) = (result, self.metrics.get()) {
+            self.errors.report_commit(&self.listener, metrics, &e, offsets.count());
         }
     }
 
