@@ -621,6 +621,32 @@ async fn a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets() {
     assert_eq!((m.commit_failed, m.failed, m.stopped_partitions), (3, 0, 0), "{m}");
 }
 
+/// The final commit at shutdown, refused, is counted and logged too (librdkafka answers it
+/// to its caller, not to the commit callback); the commit of the partitions' revocation
+/// that follows as the group is left carries the offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_final_commit_is_counted() {
+    let broker = Broker::get();
+    if !broker.require(common::Capability::RefuseCommits, "a_refused_final_commit_is_counted") {
+        return;
+    }
+    let (topic, group) = (broker.unique("refused-final"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("refused-final", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
+    broker.prepare(&listener, 1).await;
+    // No commit before the final one.
+    let running = broker.runtime().consumer_set("auto.commit.interval.ms", "600000").listener(listener).started().await;
+    let producer = broker.producer();
+    for i in 0..5 {
+        broker.produce(&producer, &topic, Some(&format!("r{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every record handled", || (0..5).all(|i| calls.has(&format!("r{i}"), 1))).await;
+    broker.embedded().expect("embedded broker").refuse_commits(1).unwrap();
+    let m = running.shutdown().await;
+    assert_eq!((m.commit_failed, m.processed), (1, 5), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [5], "the revocation's commit carried the offsets");
+}
+
 /// librdkafka can lose a resume and then keep the partition paused for good while reporting
 /// success (confluentinc/librdkafka#5591). Seen here as a partition that was never read
 /// again after a rebalance, about one run in 45 of a breaker test: gdb showed the

@@ -324,7 +324,11 @@ impl Dispatcher {
         }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(listener = %name, error = %e, "final commit failed; uncommitted records will be redelivered"),
+            Err(e) => {
+                // Answered to this call only, not to the commit callback: counted here.
+                self.shared.metrics.inc_commit_failed();
+                tracing::warn!(listener = %name, error = %e, "final commit failed; uncommitted records will be redelivered");
+            }
         }
         leave_group(consumer, &name).await;
         let (records, batches) = self.handed_over;
