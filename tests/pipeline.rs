@@ -595,19 +595,30 @@ async fn a_consumer_error_on_one_topic_does_not_hold_up_the_others() {
     assert_eq!(broker.committed(&group, &healthy), [200]);
 }
 
+/// A broker that can refuse commits (`None`, the test skipped by name, on one that
+/// cannot), and a listener of one partition that handles every record.
+async fn refusing_commits(test: &str, name: &str) -> Option<(Broker, String, String, Calls, Listener)> {
+    let broker = Broker::get();
+    if !broker.require(common::Capability::RefuseCommits, test) {
+        return None;
+    }
+    let (topic, group) = (broker.unique(name), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener(name, &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
+    broker.prepare(&listener, 1).await;
+    Some((broker, topic, group, calls, listener))
+}
+
 /// A commit the broker refuses is counted and logged, never silent, and its offsets go
 /// with the next commit: once commits are accepted again, the group's committed offset
 /// covers every handled record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets() {
-    let broker = Broker::get();
-    if !broker.require(common::Capability::RefuseCommits, "a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets") {
+    let Some((broker, topic, group, calls, listener)) =
+        refusing_commits("a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets", "refused-commits").await
+    else {
         return;
-    }
-    let (topic, group) = (broker.unique("refused-commits"), broker.unique("g"));
-    let calls = Calls::default();
-    let listener = recorded_listener("refused-commits", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
-    broker.prepare(&listener, 1).await;
+    };
     let running = broker.start(listener).await;
     broker.embedded().expect("embedded broker").refuse_commits(3).unwrap();
     let producer = broker.producer();
@@ -626,14 +637,9 @@ async fn a_refused_commit_is_counted_and_the_next_commit_carries_its_offsets() {
 /// that follows as the group is left carries the offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_final_commit_is_counted() {
-    let broker = Broker::get();
-    if !broker.require(common::Capability::RefuseCommits, "a_refused_final_commit_is_counted") {
+    let Some((broker, topic, group, calls, listener)) = refusing_commits("a_refused_final_commit_is_counted", "refused-final").await else {
         return;
-    }
-    let (topic, group) = (broker.unique("refused-final"), broker.unique("g"));
-    let calls = Calls::default();
-    let listener = recorded_listener("refused-final", &topic, &group, policy(2, 10).build().unwrap(), &calls, |_| Ok(()));
-    broker.prepare(&listener, 1).await;
+    };
     // No commit before the final one.
     let running = broker.runtime().consumer_set("auto.commit.interval.ms", "600000").listener(listener).started().await;
     let producer = broker.producer();
