@@ -322,13 +322,10 @@ impl Dispatcher {
             join.abort();
             let _ = join.await;
         }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                // Answered to this call only, not to the commit callback: counted here.
-                self.shared.metrics.inc_commit_failed();
-                tracing::warn!(listener = %name, error = %e, "final commit failed; uncommitted records will be redelivered");
-            }
+        // Answered to this call only, not to the commit callback: reported here. The
+        // revocation as the group is left commits once more.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            self.shared.errors.report_commit(&name, &self.shared.metrics, &e);
         }
         leave_group(consumer, &name).await;
         let (records, batches) = self.handed_over;

@@ -33,7 +33,7 @@ impl ConsumerErrors {
     /// offsets stay stored and go with the next commit; until one succeeds, a restart or
     /// a rebalance reads the records since the last commit again. "Nothing to commit" is
     /// not a failure.
-    pub(crate) fn report_commit(&self, listener: &str, metrics: &Metrics, e: &KafkaError, partitions: usize) {
+    pub(crate) fn report_commit(&self, listener: &str, metrics: &Metrics, e: &KafkaError) {
         if matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
             return;
         }
@@ -42,7 +42,6 @@ impl ConsumerErrors {
             tracing::warn!(
                 listener,
                 error = %e,
-                partitions,
                 repeated,
                 "offset commit failed; the next commit tries again (until one succeeds, a restart reads these records again)"
             );

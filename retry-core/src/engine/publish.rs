@@ -222,7 +222,7 @@ impl Publisher {
             Ok(delivered) => delivered,
             // The ticket was dropped unanswered: the producer went away without reporting
             // this message (when dropped, it reports what it still holds as purged).
-            Err(_) => Err(PublishError { error: KafkaError::Canceled, permanent: false }),
+            Err(_) => Err(PublishError::of(KafkaError::Canceled)),
         }
     }
 }

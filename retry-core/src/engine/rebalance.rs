@@ -215,9 +215,9 @@ impl ClientContext for ListenerContext {
 }
 
 impl ConsumerContext for ListenerContext {
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let (Err(e), Some(metrics)) = (result, self.metrics.get()) {
-            self.errors.report_commit(&self.listener, metrics, &e, offsets.count());
+            self.errors.report_commit(&self.listener, metrics, &e);
         }
     }
 
