@@ -971,7 +971,8 @@ async fn main() {
         let precise = Wait::Precise(PreciseTimer::get(), two_ms);
         let rate = slow_handler_rate(&broker, "slow-precise", m, 1, precise).await;
         row(&b, "handler awaiting 2 ms on a precise timer, records/s", format!("{rate:.0}"), "", None);
-        row(&b, "2 ms handler (precise timer) / partitions x 500/s", format!("{:.2}", rate / bound), ">= 0.95", Some(rate / bound >= 0.95));
+        // Three decimals: this row lands next to its target, where 0.947 would print as 0.95.
+        row(&b, "2 ms handler (precise timer) / partitions x 500/s", format!("{:.3}", rate / bound), ">= 0.95", Some(rate / bound >= 0.95));
         let timer_rate = bare_wait_rate(m, precise).await;
         row(&b, "  bare: 8 tasks awaiting the precise 2 ms in a loop, /s", format!("{timer_rate:.0}"), "(context)", None);
         row(&b, "  2 ms handler (precise) / that bare loop", format!("{:.2}", rate / timer_rate), "(context)", None);
