@@ -773,7 +773,7 @@ impl Owner {
             shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
         }
         let Some(key) = key else {
-            let started = std::time::Instant::now();
+            let started = quanta::Instant::now();
             let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
             if let Some(failed) = self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, started.elapsed()) {
                 // Boxed: the failure path stays out of every call's future.
@@ -787,7 +787,7 @@ impl Owner {
         let call = Call { record, bytes, attempt, retry, probe, place: Some(Place { seq, key }) };
         self.running.push(
             async move {
-                let started = std::time::Instant::now();
+                let started = quanta::Instant::now();
                 let result = execute::call(handler.as_ref(), &call.record, blocking, &cancel).await;
                 Ran { call, result, took: started.elapsed() }
             }
