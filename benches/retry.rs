@@ -390,10 +390,11 @@ async fn run_listener(
     // attempts are counted, and the clock read once, when the last of them comes).
     let track_first_attempts = std::ptr::fn_addr_eq(decide, fail_every_tenth_once as Decide);
     let first_call = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let first_attempts = Arc::new(AtomicU64::new(0));
+    // Only the handler reads the count: it owns it.
+    let first_attempts = AtomicU64::new(0);
     let last_first_attempt = Arc::new(std::sync::OnceLock::<Instant>::new());
     let lateness = Arc::new(Mutex::new(Vec::new()));
-    let (f, l, fa, lf) = (first_call.clone(), lateness.clone(), first_attempts.clone(), last_first_attempt.clone());
+    let (f, l, lf) = (first_call.clone(), lateness.clone(), last_first_attempt.clone());
     let all_first_attempts = produce_first.0;
     let mut listener =
         Listener::builder(topic).topics([topic]).group(format!("{topic}-g")).policy(policy).key_concurrency(shape.key_concurrency);
@@ -403,7 +404,7 @@ async fn run_listener(
     let listener = listener
         .handler(handler::record(move |r: Record| {
             f.get_or_init(Instant::now);
-            if track_first_attempts && r.attempt() == 1 && fa.fetch_add(1, Ordering::Relaxed) + 1 == all_first_attempts {
+            if track_first_attempts && r.attempt() == 1 && first_attempts.fetch_add(1, Ordering::Relaxed) + 1 == all_first_attempts {
                 lf.get_or_init(Instant::now);
             }
             if r.attempt() > 1 {

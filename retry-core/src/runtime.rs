@@ -305,9 +305,7 @@ impl Runtime {
     /// unreachable broker, or an invalid setting (named).
     pub async fn start(self) -> Result<RunningRuntime> {
         tracing::info!(config = %self.common, listeners = self.listeners.len(), "starting");
-        // The clock that times handler calls calibrates itself on its first read (some
-        // tenths of a millisecond): here, not in the first call.
-        let _ = quanta::Instant::now();
+        crate::engine::calibrate_clock();
         let publisher = Arc::new(
             Publisher::new(&self.producer_config().to_client_config(), self.header_format).map_err(|e| client_error("producer", e))?,
         );

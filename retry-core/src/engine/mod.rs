@@ -37,6 +37,7 @@ pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
 pub(crate) use circuit::Circuit;
 pub(crate) use dispatch::run;
 pub(crate) use errors::ConsumerErrors;
+pub(crate) use execute::calibrate_clock;
 pub(crate) use owner::Request;
 pub(crate) use publish::{is_permanent, Publisher};
 pub(crate) use rebalance::{ListenerContext, Partitions};

@@ -773,9 +773,8 @@ impl Owner {
             shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
         }
         let Some(key) = key else {
-            let started = quanta::Instant::now();
-            let result = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
-            if let Some(failed) = self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, started.elapsed()) {
+            let (result, took) = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
+            if let Some(failed) = self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, took) {
                 // Boxed: the failure path stays out of every call's future.
                 Box::pin(self.carry_out(failed)).await;
             }
@@ -787,9 +786,8 @@ impl Owner {
         let call = Call { record, bytes, attempt, retry, probe, place: Some(Place { seq, key }) };
         self.running.push(
             async move {
-                let started = quanta::Instant::now();
-                let result = execute::call(handler.as_ref(), &call.record, blocking, &cancel).await;
-                Ran { call, result, took: started.elapsed() }
+                let (result, took) = execute::call(handler.as_ref(), &call.record, blocking, &cancel).await;
+                Ran { call, result, took }
             }
             .boxed(),
         );
