@@ -21,7 +21,9 @@
 //! when the call before it of its key is over. A call that comes back held by the circuit
 //! breaker keeps its place and is parked, to be called again first when the gate opens.
 //!
-//! A retry record that is not due pauses the partition (reason not-due) until it is; for a
+//! A retry record that is not due is held, unhandled, until it is; for a wait of some
+//! length the partition is paused meanwhile (reason not-due) and resumed shortly before the
+//! record is due, so the records due right after it have been fetched again by then. For a
 //! long wait the records queued behind it are dropped and the partition sought back to
 //! them, so a not-due backlog costs one record of memory. Every pause, resume and seek of
 //! a partition with its own queue happens on its owner's task, the one that reads it (the
@@ -66,7 +68,13 @@ const MAX_WAITING: usize = 1_024;
 /// Records finished between two offset stores while the partition stays busy.
 const STORE_EVERY: u32 = 512;
 /// A not-due wait at least this long pauses the partition (a shorter one just waits).
-const PAUSE_AFTER_MS: i64 = 50;
+const PAUSE_AFTER_MS: i64 = 100;
+/// A partition paused for a not-due record is resumed this long before the record is due
+/// (the record itself still waits for its time): a resumed partition is fetched again only
+/// after the fetch under way comes back (up to `fetch.wait.max.ms`, 50 ms by default) and a
+/// round trip, and the records behind the held one, due right after it, must be at hand
+/// by then or they are late by that much.
+const RESUME_BEFORE_DUE_MS: i64 = 75;
 /// A not-due wait at least this long also drops what is queued behind the record (it is
 /// fetched again when due), so a long wait holds one record of memory; a shorter one keeps
 /// the queue, so records due right after it are not late by a fetch round trip.
@@ -186,6 +194,7 @@ pub(crate) fn spawn(
         finished_since_store: 0,
         unreleased: 0,
         not_due_until: None,
+        resume_at: None,
         held: None,
         stopped: false,
         gave_up: false,
@@ -270,6 +279,9 @@ struct Owner {
     unreleased: usize,
     /// The head of the queue is not due before this.
     not_due_until: Option<i64>,
+    /// The partition, paused because its head is not due, is resumed at this time
+    /// ([`RESUME_BEFORE_DUE_MS`] before the head is due).
+    resume_at: Option<i64>,
     /// The record last held back as not due: (offset, until).
     held: Option<(i64, i64)>,
     stopped: bool,
@@ -385,7 +397,7 @@ impl Owner {
             if (cancelled || self.stopped) && self.window.is_empty() {
                 break;
             }
-            let due = self.not_due_until.map(instant_at);
+            let due = self.resume_at.or(self.not_due_until).map(instant_at);
             let probe_at = self.probe_at.filter(|_| self.breaker_hold);
             // A clone of the queue lives only while waiting here (see `queue`).
             let own_queue = match &self.own {
@@ -592,14 +604,17 @@ impl Owner {
         self.shared.budget.release(bytes);
     }
 
-    /// The not-due wait is over (the wall clock is checked again: never early).
+    /// The partition may be read again (shortly before its head is due), or the not-due
+    /// wait is over (the wall clock is checked again: never early).
     fn wake_up(&mut self) {
-        match self.not_due_until {
-            Some(until) if now_ms() >= until => {
-                self.not_due_until = None;
-                self.slot.resume(&*self.shared.consumer, PauseReason::NotDue);
-            }
-            _ => {}
+        let now = now_ms();
+        if self.resume_at.is_some_and(|at| now >= at) {
+            self.resume_at = None;
+            self.slot.resume(&*self.shared.consumer, PauseReason::NotDue);
+        }
+        if self.not_due_until.is_some_and(|until| now >= until) {
+            self.not_due_until = None;
+            self.slot.resume(&*self.shared.consumer, PauseReason::NotDue);
         }
     }
 
@@ -717,10 +732,13 @@ impl Owner {
                 self.not_due_until = Some(until_ms);
                 self.held = Some((offset, until_ms));
                 let wait = until_ms - now_ms();
-                if wait >= PAUSE_AFTER_MS && self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) && wait >= DROP_QUEUE_AFTER_MS {
-                    self.drop_queue_behind(offset);
-                    // Held for long: it keeps no other record's bytes alive meanwhile.
-                    return self.queue.push_front(record.unshared());
+                if wait >= PAUSE_AFTER_MS && self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) {
+                    self.resume_at = Some(until_ms - RESUME_BEFORE_DUE_MS);
+                    if wait >= DROP_QUEUE_AFTER_MS {
+                        self.drop_queue_behind(offset);
+                        // Held for long: it keeps no other record's bytes alive meanwhile.
+                        return self.queue.push_front(record.unshared());
+                    }
                 }
                 self.queue.push_front(record);
             }
