@@ -67,18 +67,6 @@ const MAX_IN_FLIGHT: usize = 1_024;
 const MAX_WAITING: usize = 1_024;
 /// Records finished between two offset stores while the partition stays busy.
 const STORE_EVERY: u32 = 512;
-/// A not-due wait at least this long pauses the partition (a shorter one just waits).
-const PAUSE_AFTER_MS: i64 = 100;
-/// A partition paused for a not-due record is resumed this long before the record is due
-/// (the record itself still waits for its time): a resumed partition is fetched again only
-/// after the fetch under way comes back (up to `fetch.wait.max.ms`, 50 ms by default) and a
-/// round trip, and the records behind the held one, due right after it, must be at hand
-/// by then or they are late by that much.
-const RESUME_BEFORE_DUE_MS: i64 = 75;
-/// A not-due wait at least this long also drops what is queued behind the record (it is
-/// fetched again when due), so a long wait holds one record of memory; a shorter one keeps
-/// the queue, so records due right after it are not late by a fetch round trip.
-const DROP_QUEUE_AFTER_MS: i64 = 5_000;
 
 /// Records of one partition, in offset order, read under one fetch epoch.
 #[derive(Debug)]
@@ -279,8 +267,8 @@ struct Owner {
     unreleased: usize,
     /// The head of the queue is not due before this.
     not_due_until: Option<i64>,
-    /// The partition, paused because its head is not due, is resumed at this time
-    /// ([`RESUME_BEFORE_DUE_MS`] before the head is due).
+    /// The partition, paused because its head is not due, is resumed at this time (shortly
+    /// before the head is due: [`journey::hold`]).
     resume_at: Option<i64>,
     /// The record last held back as not due: (offset, until).
     held: Option<(i64, i64)>,
@@ -731,13 +719,15 @@ impl Owner {
                 tracing::debug!(offset, due_at = %format_ms(until_ms), "not due: holding the partition");
                 self.not_due_until = Some(until_ms);
                 self.held = Some((offset, until_ms));
-                let wait = until_ms - now_ms();
-                if wait >= PAUSE_AFTER_MS && self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) {
-                    self.resume_at = Some(until_ms - RESUME_BEFORE_DUE_MS);
-                    if wait >= DROP_QUEUE_AFTER_MS {
-                        self.drop_queue_behind(offset);
-                        // Held for long: it keeps no other record's bytes alive meanwhile.
-                        return self.queue.push_front(record.unshared());
+                let hold = journey::hold(now_ms(), until_ms);
+                if let Some(resume_at) = hold.resume_at_ms {
+                    if self.slot.pause(&*self.shared.consumer, PauseReason::NotDue) {
+                        self.resume_at = Some(resume_at);
+                        if hold.drop_queue {
+                            self.drop_queue_behind(offset);
+                            // Held for long: it keeps no other record's bytes alive meanwhile.
+                            return self.queue.push_front(record.unshared());
+                        }
                     }
                 }
                 self.queue.push_front(record);

@@ -104,6 +104,36 @@ pub fn on_arrival(
     }
 }
 
+/// A not-due wait at least this long pauses the partition (a shorter one just waits).
+const PAUSE_AFTER_MS: i64 = 100;
+/// A partition paused for a not-due record is resumed this long before the record is due
+/// (the record itself still waits for its time): a resumed partition is fetched again only
+/// after the fetch under way comes back (up to `fetch.wait.max.ms`, 50 ms by default) and a
+/// round trip, and the records behind the held one, due right after it, must be at hand by
+/// then or they are late by that much.
+const RESUME_BEFORE_DUE_MS: i64 = 75;
+/// A not-due wait at least this long also drops what is queued behind the record (it is
+/// fetched again after the resume), so a long wait holds one record of memory; a shorter
+/// one keeps the queue.
+const DROP_QUEUE_AFTER_MS: i64 = 5_000;
+
+/// How a partition waits for its head record, not due before `until_ms`: the record is
+/// held, unhandled, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Pause the partition meanwhile and resume it at this time, ms since the epoch (after
+    /// now, before the record is due); `None`: a short wait, the partition is read on.
+    pub resume_at_ms: Option<i64>,
+    /// Also drop what is queued behind the held record: it is read again after the resume.
+    pub drop_queue: bool,
+}
+
+/// How a partition waits, at `now_ms`, for its head record not due before `until_ms`.
+pub fn hold(now_ms: i64, until_ms: i64) -> Hold {
+    let wait = until_ms.saturating_sub(now_ms);
+    Hold { resume_at_ms: (wait >= PAUSE_AFTER_MS).then(|| until_ms - RESUME_BEFORE_DUE_MS), drop_queue: wait >= DROP_QUEUE_AFTER_MS }
+}
+
 /// The next hop of a record that left its tier before its due time.
 fn hop_on(policy: &RetryPolicy, source: &SourceTopics, h: &RetryHeaders, now_ms: i64) -> Arrival {
     let path = h.hop.as_ref().map_or(&[][..], |hop| &hop.path);
@@ -318,6 +348,21 @@ mod tests {
             error: "old".into(),
             hop: None,
         }
+    }
+
+    #[test]
+    fn a_short_wait_reads_on_a_longer_one_pauses_until_shortly_before_due() {
+        assert_eq!(hold(NOW, NOW + 99), Hold { resume_at_ms: None, drop_queue: false });
+        assert_eq!(hold(NOW, NOW + 1_000), Hold { resume_at_ms: Some(NOW + 925), drop_queue: false });
+        assert_eq!(hold(NOW, NOW + 5_000), Hold { resume_at_ms: Some(NOW + 4_925), drop_queue: true });
+        // Resumed after now, before the record is due, for every wait that pauses.
+        for wait in [100, 101, 250, 4_999, 5_000, 3_600_000] {
+            let at = hold(NOW, NOW + wait).resume_at_ms.expect("paused");
+            assert!(NOW < at && at < NOW + wait, "wait {wait}: resumed at {}", at - NOW);
+        }
+        // Far-off (or past) times do not overflow.
+        assert_eq!(hold(i64::MIN, i64::MAX).resume_at_ms, Some(i64::MAX - RESUME_BEFORE_DUE_MS));
+        assert_eq!(hold(NOW, NOW - 5), Hold { resume_at_ms: None, drop_queue: false });
     }
 
     #[test]
