@@ -356,11 +356,11 @@ struct Run {
 }
 
 impl Run {
-    /// How late each retry was handled (ms after its due time), lowest first.
-    fn sorted_lateness(&self) -> Vec<i64> {
-        let mut late: Vec<i64> = self.lateness.iter().map(|(due, at)| at - due).collect();
-        late.sort_unstable();
-        late
+    /// How late each retry was handled.
+    fn lateness(&self) -> Lateness {
+        let mut sorted: Vec<i64> = self.lateness.iter().map(|(due, at)| at - due).collect();
+        sorted.sort_unstable();
+        Lateness { early: sorted.iter().filter(|l| **l < 0).count(), sorted }
     }
 }
 
@@ -587,11 +587,30 @@ async fn bare_wait_rate(m: u64, wait: Wait) -> f64 {
     (per_task * PARTITIONS as u64) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// How late (ms after the due time, lowest first) each of 2,000 records failing once was
-/// handled again, retried after `delay`.
-async fn retry_lateness(broker: &Broker, base: &str, delay: Duration) -> Vec<i64> {
+/// How late (ms after the due time) each retry was handled, lowest first.
+struct Lateness {
+    sorted: Vec<i64>,
+    /// Retries handled before their due time.
+    early: usize,
+}
+
+impl Lateness {
+    fn early_of_all(&self) -> String {
+        format!("{} of {}", self.early, self.sorted.len())
+    }
+    fn p99(&self) -> i64 {
+        percentile(&self.sorted, 0.99)
+    }
+    /// p50 / p99 / max.
+    fn spread(&self) -> String {
+        format!("{} / {} / {} ms", percentile(&self.sorted, 0.5), self.p99(), self.sorted.last().unwrap())
+    }
+}
+
+/// How late each of 2,000 records failing once was handled again, retried after `delay`.
+async fn retry_lateness(broker: &Broker, base: &str, delay: Duration) -> Lateness {
     let topic = broker.topic(base);
-    run_listener(broker, &topic, policy(delay), None, fail_first, (2_000, 100), PLAIN, |h, _| h >= 2_000).await.sorted_lateness()
+    run_listener(broker, &topic, policy(delay), None, fail_first, (2_000, 100), PLAIN, |h, _| h >= 2_000).await.lateness()
 }
 
 fn fail_first(r: &Record) -> Result<(), HandlerError> {
@@ -806,7 +825,7 @@ async fn main() {
             if wants("tenth") {
                 let topic = broker.topic(&format!("tenth-{i}"));
                 let run = run_listener(&broker, &topic, quick(), None, fail_every_tenth_once, (n, 100), PLAIN, |h, _| h >= n).await;
-                tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs, run.sorted_lateness()));
+                tenth.push((n as f64 / run.secs, run.first_attempts_secs, run.secs, run.lateness()));
                 // What the machine allows for that work at all: bare clients doing it, plain
                 // and as durably as the runtime does it.
                 for (what, durable, rates) in [("bare-work", false, &mut work), ("durable-work", true, &mut durable_work)] {
@@ -860,13 +879,7 @@ async fn main() {
             row(&b, "  of which first attempts done after / all done after", format!("{first_attempts_secs:.3} s / {secs:.3} s"), "", None);
             // Under this load the machine's two cores are busy; the lateness row below
             // measures retries of an otherwise idle listener.
-            row(
-                &b,
-                "  its retries' lateness p50 / p99 / max, under that load",
-                format!("{} / {} / {} ms", percentile(late, 0.5), percentile(late, 0.99), late.last().copied().unwrap_or(0)),
-                "(context)",
-                None,
-            );
+            row(&b, "  its retries' lateness p50 / p99 / max, under that load", late.spread(), "(context)", None);
             ratio_row(&b, "10% failing once / bare consumer", rate / bare, &tenth_spread, 0.7);
             let work = median(work);
             row(
@@ -999,28 +1012,13 @@ async fn main() {
 
     if wants("lateness") {
         let late = retry_lateness(&broker, "delay", Duration::from_secs(1)).await;
-        let early = late.iter().filter(|l| **l < 0).count();
-        row(&b, "retries handled before their due time", format!("{early} of {}", late.len()), "= 0", Some(early == 0));
-        let p99 = percentile(&late, 0.99);
-        row(
-            &b,
-            "lateness p50 / p99 / max (1 s delay, 2,000 records)",
-            format!("{} / {} / {} ms", percentile(&late, 0.5), p99, late.last().unwrap()),
-            "p99 <= 10 ms",
-            Some(p99 <= 10),
-        );
+        row(&b, "retries handled before their due time", late.early_of_all(), "= 0", Some(late.early == 0));
+        row(&b, "lateness p50 / p99 / max (1 s delay, 2,000 records)", late.spread(), "p99 <= 10 ms", Some(late.p99() <= 10));
         // A wait this long also drops the records queued behind the held one: they are
         // fetched again before they are due (the partition resumes ahead of the due time).
         let late = retry_lateness(&broker, "delay-long", Duration::from_secs(6)).await;
-        let early = late.iter().filter(|l| **l < 0).count();
-        row(&b, "  6 s delay: retries handled before their due time", format!("{early} of {}", late.len()), "= 0", Some(early == 0));
-        row(
-            &b,
-            "  6 s delay: lateness p50 / p99 / max",
-            format!("{} / {} / {} ms", percentile(&late, 0.5), percentile(&late, 0.99), late.last().unwrap()),
-            "(context)",
-            None,
-        );
+        row(&b, "  6 s delay: retries handled before their due time", late.early_of_all(), "= 0", Some(late.early == 0));
+        row(&b, "  6 s delay: lateness p50 / p99 / max", late.spread(), "(context)", None);
     }
 
     if wants("rss") {

@@ -593,7 +593,8 @@ impl Owner {
     }
 
     /// The partition may be read again (shortly before its head is due), or the not-due
-    /// wait is over (the wall clock is checked again: never early).
+    /// wait is over (the wall clock is checked again: never early). The not-due pause is
+    /// only ever taken together with `resume_at`, so lifting it there is the one resume.
     fn wake_up(&mut self) {
         let now = now_ms();
         if self.resume_at.is_some_and(|at| now >= at) {
@@ -602,7 +603,6 @@ impl Owner {
         }
         if self.not_due_until.is_some_and(|until| now >= until) {
             self.not_due_until = None;
-            self.slot.resume(&*self.shared.consumer, PauseReason::NotDue);
         }
     }
 
