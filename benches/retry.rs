@@ -166,15 +166,30 @@ impl Broker {
         }
     }
 
-    /// Deletes what this run created (noida keeps deleted topics' memory otherwise).
-    async fn clean_up(&self) {
+    /// How many topics this run has created so far, for [`Broker::delete_since`].
+    fn mark(&self) -> usize {
+        self.created.lock().unwrap().len()
+    }
+
+    /// Deletes the topics created since `mark` (a real broker only: the mock has no Admin
+    /// API). Each timed run deletes its topics after it, so that a real broker holds one
+    /// workload at a time (and the bare consumer's topic), as in the runs: noida
+    /// rewrites its whole state to disk a second after any write, group joins and offset
+    /// commits included (a core for 1.6 s once it held a few hundred MB of earlier rounds'
+    /// topics), and that work landed in whichever timed run came next.
+    async fn delete_since(&self, mark: usize) {
         if self.embedded.is_some() {
             return;
         }
-        let names = std::mem::take(&mut *self.created.lock().unwrap());
+        let names = self.created.lock().unwrap().split_off(mark);
         let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
+    }
+
+    /// Deletes everything this run created.
+    async fn clean_up(&self) {
+        self.delete_since(0).await;
     }
 
     fn producer(&self) -> FutureProducer {
@@ -267,6 +282,32 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
     }
 }
 
+/// Waits until the machine is quiet — under 15 % of its CPU time busy over 100 ms, for at
+/// most 5 s — before a timed run. A real broker may still be at work on what was just
+/// written (noida rewrites its whole state to disk after writes, for up to a second or
+/// two of a core), and a timed run should not share the two cores with that. Every timed
+/// run, bare or runtime, waits alike; what a run's own writes cost the broker during the
+/// run still counts.
+async fn settle() {
+    fn busy_and_all() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        let all: u64 = ticks.iter().sum();
+        Some((all - idle, all))
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Some((busy, all)) = busy_and_all() else { return };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some((busy_after, all_after)) = busy_and_all() else { return };
+        let (busy, all) = (busy_after - busy, all_after - all);
+        if all > 0 && busy * 100 <= all * 15 {
+            return;
+        }
+    }
+}
+
 /// Seconds a bare rdkafka consumer (offset stored per record, auto commit) takes to read
 /// `n` records of `topic`, from the first. With `own`, it also does what any consumer that
 /// hands records on must: reads each record's headers (librdkafka parses them on request,
@@ -274,6 +315,7 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
 /// out of the message. `idle`: an empty topic it reads too, as the runtime reads its
 /// retry topic beside the main one.
 async fn bare_consumer_secs(broker: &Broker, topic: &str, idle: Option<&str>, group: &str, n: u64, own: bool) -> f64 {
+    settle().await;
     let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-{group}"))).create().unwrap();
     consumer.subscribe(&[topic].into_iter().chain(idle).collect::<Vec<_>>()).unwrap();
     let mut stream = consumer.stream();
@@ -305,6 +347,7 @@ async fn bare_consumer_secs(broker: &Broker, topic: &str, idle: Option<&str>, gr
 /// still stored at once, not after the acknowledgement as the runtime does: the store is
 /// the same call either way.
 async fn bare_retry_work_secs(broker: &Broker, topic: &str, second: &str, n: u64, durable: bool) -> f64 {
+    settle().await;
     let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{topic}-bare-work"))).create().unwrap();
     consumer.subscribe(&[topic, second]).unwrap();
     let producer = broker.producer();
@@ -423,9 +466,11 @@ async fn run_listener(
         }))
         .build()
         .unwrap();
+    let mark = broker.mark();
     broker.prepare(&listener).await;
     produce(broker, topic, produce_first.0, produce_first.1, None).await;
     assert_all_kept(broker, topic);
+    settle().await;
     let mut b = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
     for (k, v) in broker.consumer_settings() {
         b = b.consumer_set(k, v);
@@ -443,6 +488,7 @@ async fn run_listener(
     let secs = first.elapsed().as_secs_f64();
     let first_attempts_secs = last_first_attempt.get().map_or(0.0, |t| (*t - first).as_secs_f64());
     running.shutdown().await;
+    broker.delete_since(mark).await;
     let lateness = lateness.lock().unwrap().clone();
     Run { secs, first_attempts_secs, lateness }
 }
@@ -829,12 +875,14 @@ async fn main() {
                 // What the machine allows for that work at all: bare clients doing it, plain
                 // and as durably as the runtime does it.
                 for (what, durable, rates) in [("bare-work", false, &mut work), ("durable-work", true, &mut durable_work)] {
+                    let mark = broker.mark();
                     let (topic, second) = (broker.topic(&format!("{what}-{i}")), broker.topic(&format!("{what}-second-{i}")));
                     broker.create(&topic, PARTITIONS).await;
                     broker.create(&second, PARTITIONS).await;
                     produce(&broker, &topic, n, 100, None).await;
                     assert_all_kept(&broker, &topic);
                     rates.push(n as f64 / bare_retry_work_secs(&broker, &topic, &second, n, durable).await);
+                    broker.delete_since(mark).await;
                 }
             }
         }
@@ -914,8 +962,10 @@ async fn main() {
         // Interleaved rounds, medians (as for the happy path).
         let (mut raw, mut outage) = (Vec::new(), Vec::new());
         for i in 0..rounds {
+            let mark = broker.mark();
             let topic = broker.topic(&format!("raw-producer-{i}"));
             broker.create(&topic, PARTITIONS).await;
+            settle().await;
             raw.push(m as f64 / produce(&broker, &topic, m, 1_000, Some(&hs)).await);
             // Every record fails once; the retries are due in 10 minutes, so the rate is the
             // republish rate alone.
@@ -924,6 +974,7 @@ async fn main() {
                 run_listener(&broker, &topic, policy(Duration::from_secs(600)), None, fail_first, (m, 1_000), PLAIN, |_, s| s.retried >= m)
                     .await;
             outage.push(m as f64 / run.secs);
+            broker.delete_since(mark).await;
         }
         let outage_spread = spread(&outage, &raw);
         let (raw, rate) = (median(raw), median(outage));
