@@ -327,7 +327,7 @@ impl Record {
     /// This record with its attempt and retry headers set from its headers, if readable.
     fn with_retry_headers_read(mut self) -> Self {
         let retry = self.decode_retry_headers().ok().flatten();
-        self.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry);
+        self.set_attempt(retry.as_ref().map_or(1, |h| h.attempt), retry.map(Arc::new));
         self
     }
 
@@ -372,9 +372,9 @@ impl Record {
     }
 
     /// Sets which attempt this is and the retry headers the handler sees.
-    pub(crate) fn set_attempt(&mut self, attempt: u32, retry: Option<RetryHeaders>) {
+    pub(crate) fn set_attempt(&mut self, attempt: u32, retry: Option<Arc<RetryHeaders>>) {
         self.attempt = attempt;
-        self.retry = retry.map(Arc::new);
+        self.retry = retry;
     }
 
     /// What the record costs while queued: its bytes plus bookkeeping.

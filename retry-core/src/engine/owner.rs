@@ -301,7 +301,7 @@ struct Call {
     record: Record,
     bytes: usize,
     attempt: u32,
-    retry: Option<RetryHeaders>,
+    retry: Option<Arc<RetryHeaders>>,
     probe: Option<Probe>,
     /// Its place among the running calls (`concurrency` above 1); inline calls take their
     /// place in the window when done.
@@ -338,7 +338,7 @@ struct Parked {
     record: Record,
     bytes: usize,
     attempt: u32,
-    retry: Option<RetryHeaders>,
+    retry: Option<Arc<RetryHeaders>>,
     seq: u64,
 }
 
@@ -744,7 +744,7 @@ impl Owner {
                         "record in a retry topic has no retry headers (produced by someone else?); handling it now as attempt 2"
                     );
                 }
-                self.handle(record, bytes, attempt, decoded.ok().flatten(), None).await;
+                self.handle(record, bytes, attempt, decoded.ok().flatten().map(Arc::new), None).await;
             }
         }
     }
@@ -752,7 +752,7 @@ impl Owner {
     /// Calls the handler for `record` once the circuit lets it: inline (`concurrency` 1),
     /// or among the running calls with its place in the window taken now (`seq`: the place
     /// it kept while parked).
-    async fn handle(&mut self, mut record: Record, bytes: usize, attempt: u32, retry: Option<RetryHeaders>, seq: Option<u64>) {
+    async fn handle(&mut self, mut record: Record, bytes: usize, attempt: u32, retry: Option<Arc<RetryHeaders>>, seq: Option<u64>) {
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
         let key = (self.concurrency > 1).then(|| self.busy_key_of(&record));
@@ -858,7 +858,7 @@ impl Owner {
                 let text = error.to_string();
                 let failed = FailedAttempt {
                     requested_delay: error.requested_delay(),
-                    ..self.failed_attempt(&record, retry.as_ref(), attempt, error.kind(), &text, now_ms())
+                    ..self.failed_attempt(&record, retry.as_deref(), attempt, error.kind(), &text, now_ms())
                 };
                 let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
                 return Some(Failed { seq, record, bytes, plan });
