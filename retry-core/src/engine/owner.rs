@@ -296,12 +296,11 @@ struct Owner {
     parked: VecDeque<Parked>,
 }
 
-/// A record on its way through the handler: what follows the call needs.
+/// A record on its way through the handler (its attempt and retry headers set on it):
+/// what follows the call needs.
 struct Call {
     record: Record,
     bytes: usize,
-    attempt: u32,
-    retry: Option<Arc<RetryHeaders>>,
     probe: Option<Probe>,
     /// Its place among the running calls (`concurrency` above 1); inline calls take their
     /// place in the window when done.
@@ -337,8 +336,6 @@ struct Failed {
 struct Parked {
     record: Record,
     bytes: usize,
-    attempt: u32,
-    retry: Option<Arc<RetryHeaders>>,
     seq: u64,
 }
 
@@ -366,7 +363,7 @@ impl Owner {
                 // lets the other partitions and tasks run, before it takes a record out.
                 tokio::task::coop::consume_budget().await;
                 if let Some(p) = self.parked.pop_front().or_else(|| self.ready.pop_front()) {
-                    self.handle(p.record, p.bytes, p.attempt, p.retry, Some(p.seq)).await;
+                    self.handle(p.record, p.bytes, Some(p.seq)).await;
                     continue;
                 }
                 let record = if self.waiting < MAX_WAITING { self.queue.pop_front() } else { None };
@@ -690,7 +687,7 @@ impl Owner {
         }
     }
 
-    async fn take(&mut self, record: Record) {
+    async fn take(&mut self, mut record: Record) {
         #[cfg(feature = "fault-injection")]
         self.shared.inject_panic("engine", record.key());
         let shared = Arc::clone(&self.shared);
@@ -744,15 +741,16 @@ impl Owner {
                         "record in a retry topic has no retry headers (produced by someone else?); handling it now as attempt 2"
                     );
                 }
-                self.handle(record, bytes, attempt, decoded.ok().flatten().map(Arc::new), None).await;
+                record.set_attempt(attempt, decoded.ok().flatten().map(Arc::new));
+                self.handle(record, bytes, None).await;
             }
         }
     }
 
-    /// Calls the handler for `record` once the circuit lets it: inline (`concurrency` 1),
-    /// or among the running calls with its place in the window taken now (`seq`: the place
-    /// it kept while parked).
-    async fn handle(&mut self, mut record: Record, bytes: usize, attempt: u32, retry: Option<Arc<RetryHeaders>>, seq: Option<u64>) {
+    /// Calls the handler for `record` (its attempt and retry headers set) once the circuit
+    /// lets it: inline (`concurrency` 1), or among the running calls with its place in the
+    /// window taken now (`seq`: the place it kept while parked).
+    async fn handle(&mut self, record: Record, bytes: usize, seq: Option<u64>) {
         let shared = Arc::clone(&self.shared);
         let listener = &shared.listener;
         let key = (self.concurrency > 1).then(|| self.busy_key_of(&record));
@@ -760,7 +758,7 @@ impl Owner {
             if let Some(waiting) = self.busy_keys.get_mut(&key) {
                 // Its key is in the handler: it waits its turn, with its place taken now.
                 let seq = self.window.reserve(record.offset(), bytes);
-                waiting.push_back(Parked { record, bytes, attempt, retry, seq });
+                waiting.push_back(Parked { record, bytes, seq });
                 self.waiting += 1;
                 return;
             }
@@ -770,19 +768,18 @@ impl Owner {
             Pass::Probe(probe) => Some(probe),
             Pass::Wait(until) => {
                 return match seq {
-                    Some(seq) => self.park(Parked { record, bytes, attempt, retry, seq }, until),
+                    Some(seq) => self.park(Parked { record, bytes, seq }, until),
                     None => self.hold_for_breaker(record, until),
                 }
             }
         };
-        record.set_attempt(attempt, retry.clone());
-        let blocking = if attempt == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
-        if let Some(r) = &retry {
+        let blocking = if record.attempt() == 1 { listener.policy().blocking() } else { (0, Duration::ZERO) };
+        if let Some(r) = record.retry_headers() {
             shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
         }
         let Some(key) = key else {
             let (result, took) = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
-            if let Some(failed) = self.called(Call { record, bytes, attempt, retry, probe, place: None }, result, took) {
+            if let Some(failed) = self.called(Call { record, bytes, probe, place: None }, result, took) {
                 // Boxed: the failure path stays out of every call's future.
                 Box::pin(self.carry_out(failed)).await;
             }
@@ -791,7 +788,7 @@ impl Owner {
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
         self.busy_keys.entry(key).or_default();
         let (handler, cancel) = (Arc::clone(listener.handler()), self.cancel.clone());
-        let call = Call { record, bytes, attempt, retry, probe, place: Some(Place { seq, key }) };
+        let call = Call { record, bytes, probe, place: Some(Place { seq, key }) };
         self.running.push(
             async move {
                 let (result, took) = execute::call(handler.as_ref(), &call.record, blocking, &cancel).await;
@@ -805,7 +802,7 @@ impl Owner {
     /// record is done, held for the breaker, or failed: then the journey's plan for it is
     /// returned, for the caller to carry out (so the call's own future stays small).
     fn called(&mut self, call: Call, result: Result<(), HandlerError>, took: Duration) -> Option<Failed> {
-        let Call { record, bytes, attempt, retry, probe, place } = call;
+        let Call { record, bytes, probe, place } = call;
         let seq = place.map(|p| p.seq);
         let shared = Arc::clone(&self.shared);
         shared.metrics.observe_handler(took);
@@ -834,7 +831,7 @@ impl Owner {
         match result {
             Ok(()) => {
                 shared.metrics.inc_processed();
-                if let Some(r) = &retry {
+                if let Some(r) = record.retry_headers() {
                     shared.metrics.observe_recovery(now_ms() - r.first_failure_ms);
                 }
                 self.finish_at(seq, offset, bytes);
@@ -844,9 +841,9 @@ impl Owner {
                 // waits here for the breaker to close.
                 shared.metrics.inc_failed();
                 shared.metrics.inc_held_by_breaker();
-                tracing::debug!(offset, attempt, error = %error, "failed while the circuit is open; held in place");
+                tracing::debug!(offset, attempt = record.attempt(), error = %error, "failed while the circuit is open; held in place");
                 match seq {
-                    Some(seq) => self.park(Parked { record, bytes, attempt, retry, seq }, None),
+                    Some(seq) => self.park(Parked { record, bytes, seq }, None),
                     None => self.hold_for_breaker(record, None),
                 }
             }
@@ -858,7 +855,7 @@ impl Owner {
                 let text = error.to_string();
                 let failed = FailedAttempt {
                     requested_delay: error.requested_delay(),
-                    ..self.failed_attempt(&record, retry.as_deref(), attempt, error.kind(), &text, now_ms())
+                    ..self.failed_attempt(&record, record.retry_headers(), record.attempt(), error.kind(), &text, now_ms())
                 };
                 let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
                 return Some(Failed { seq, record, bytes, plan });
