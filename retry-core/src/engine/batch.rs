@@ -50,12 +50,20 @@ impl ReadyQueue {
     /// Takes up to `max` messages that are ready, without waiting: the messages into
     /// `messages`, the errors among them (as rdkafka would report them) into `errors`.
     pub(crate) fn take(&self, max: usize, messages: &mut Vec<Taken>, errors: &mut Vec<KafkaError>) {
-        let mut taken: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(max);
-        // SAFETY: the queue is valid while `self` lives; librdkafka writes at most `max`
+        // Sized for what is there: a read of a few records (a retry topic's, often) costs no
+        // buffer of `max` pointers, which glibc serves outside its per-thread cache.
+        // SAFETY: the queue is valid while `self` lives.
+        let ready = unsafe { rdsys::rd_kafka_queue_length(self.0.as_ptr()) }.min(max);
+        if ready == 0 {
+            return;
+        }
+        let mut taken: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(ready);
+        // SAFETY: the queue is valid while `self` lives; librdkafka writes at most `ready`
         // message pointers into the buffer and returns how many (or -1).
-        let n = unsafe { rdsys::rd_kafka_consume_batch_queue(self.0.as_ptr(), 0, taken.as_mut_ptr(), max) };
+        let n = unsafe { rdsys::rd_kafka_consume_batch_queue(self.0.as_ptr(), 0, taken.as_mut_ptr(), ready) };
         // SAFETY: the first `n` pointers were written just now.
-        unsafe { taken.set_len(usize::try_from(n).unwrap_or(0).min(max)) };
+        unsafe { taken.set_len(usize::try_from(n).unwrap_or(0).min(ready)) };
+        messages.reserve(taken.len());
         for message in taken.into_iter().filter_map(NonNull::new).map(Taken) {
             // SAFETY: a message taken from the queue is valid until destroyed (on drop).
             let (err, partition) = unsafe { (message.0.as_ref().err, message.0.as_ref().partition) };
