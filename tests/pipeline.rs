@@ -1,7 +1,7 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
 //! whose `Display` or `Drop` panics), a panic of the engine's own (in a partition's owner
 //! or in the dispatcher that polls the consumer), records that
-//! can never be republished, the byte budget under a retry backlog and with a record
+//! can never be republished, retries the producer has no room for, the byte budget under a retry backlog and with a record
 //! larger than half of it, a rebalance between
 //! two live members while a handler holds a record, a topic deleted under the consumer
 //! while another one flows, offset commits the broker refuses, a partition the client
@@ -283,6 +283,34 @@ async fn a_record_that_fits_neither_retry_topic_nor_dlt_stops_its_partition_with
     assert_eq!((m.publish_failed, m.dead_lettered, m.retried), (1, 0, 0), "{m}");
     assert_eq!(calls.count("big", 1), 1, "never handled again in a loop");
     assert_eq!(broker.committed(&group, &topic), [-1001]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_the_producer_has_no_room_for_wait_for_it_and_none_is_lost() {
+    // A producer queue of one message: nearly every republish finds it full. Such a
+    // publish waits for room in the partition's window instead of in the partition's
+    // owner; each is republished once, handled once more, and committed.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("full-queue"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("full-queue", &topic, &group, policy(2, 10).build().unwrap(), &calls, |r| match r.attempt() {
+        1 => Err(HandlerError::retryable("store down")),
+        _ => Ok(()),
+    });
+    broker.prepare(&listener, 1).await;
+    let running = broker.runtime().producer_set("queue.buffering.max.messages", "1").listener(listener).started().await;
+    let producer = broker.producer();
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        broker.produce(&producer, &topic, Some(key), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every record handled again after its retry", || keys.iter().all(|k| calls.has(k, 2))).await;
+    eventually(WAIT, "all committed", || broker.committed(&group, &topic) == [40]).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.retried, m.publish_failed, m.dead_lettered, m.dropped, m.stopped_partitions), (40, 0, 0, 0, 0), "{m}");
+    for key in &keys {
+        assert_eq!((calls.count(key, 1), calls.count(key, 2)), (1, 1), "{key}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

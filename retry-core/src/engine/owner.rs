@@ -404,7 +404,7 @@ impl Owner {
                 }
                 Some(ran) = self.running.next(), if !self.running.is_empty() => {
                     if let Some(failed) = self.called(ran.call, ran.result, ran.took) {
-                        Box::pin(self.carry_out(failed)).await;
+                        self.carry_out(failed);
                     }
                 }
                 batch = self.inbox.recv(), if inbox_open => match batch {
@@ -707,7 +707,7 @@ impl Owner {
                 let text = e.to_string();
                 let failed = self.failed_attempt(&record, None, 0, FailureKind::MalformedHeaders, &text, now_ms());
                 let plan = journey::give_up(listener.policy(), self.source(), &failed, FailureKind::MalformedHeaders);
-                Box::pin(self.carry_out(Failed { seq: None, record, bytes, plan })).await;
+                self.carry_out(Failed { seq: None, record, bytes, plan });
             }
             Arrival::NotDue { until_ms, clamped_from } => {
                 if let Some(claimed_ms) = clamped_from {
@@ -732,7 +732,7 @@ impl Owner {
             Arrival::Hop { topic, headers } => {
                 tracing::debug!(offset, to = %topic, due_at = %format_ms(headers.due_at_ms), "hopping down the ladder");
                 let failed_attempt = headers.attempt;
-                Box::pin(self.publish_retry(None, record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt })).await;
+                self.publish_retry(None, record, bytes, RetryTarget { topic, headers, hop: true, failed_attempt });
             }
             Arrival::Handle { attempt, headerless_retry } => {
                 if headerless_retry {
@@ -780,8 +780,7 @@ impl Owner {
         let Some(key) = key else {
             let (result, took) = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
             if let Some(failed) = self.called(Call { record, bytes, probe, place: None }, result, took) {
-                // Boxed: the failure path stays out of every call's future.
-                Box::pin(self.carry_out(failed)).await;
+                self.carry_out(failed);
             }
             return;
         };
@@ -882,13 +881,20 @@ impl Owner {
     /// Republishes to a retry topic (or, for a `hop`, the next ladder tier) in the window.
     /// Once the producer holds its own copy, the publish keeps only where the record was
     /// read (a refused one comes back from the producer), so a publish waiting long keeps
-    /// no read's bytes alive.
-    async fn publish_retry(&mut self, seq: Option<u64>, record: Record, bytes: usize, target: RetryTarget) {
+    /// no read's bytes alive. Nothing here waits: with the producer's queue full, the
+    /// publish waits for room in the window ([`publish_when_room`]), counted in flight.
+    fn publish_retry(&mut self, seq: Option<u64>, record: Record, bytes: usize, target: RetryTarget) {
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
         let republish = Republish { seq, at: record.read_at(), target };
-        match self.shared.publisher.republish(&record, &self.acks, republish).await {
+        match self.shared.publisher.republish(&record, &self.acks, republish) {
             Ok(()) => self.window.awaiting_ack(seq),
-            Err((e, Republish { target, .. })) => self.publish_failed_at(seq, record.unshared(), target, e),
+            Err(refused) => match refused.into_parts() {
+                (e, target) if e.is_queue_full() => {
+                    let publish = publish_when_room(Arc::clone(&self.shared), self.cancel.clone(), record.unshared(), target);
+                    self.window.publishing_at(seq, publish.boxed());
+                }
+                (e, target) => self.publish_failed_at(seq, record.unshared(), target, e),
+            },
         }
     }
 
@@ -946,7 +952,7 @@ impl Owner {
     /// Carries a plan out: a publish goes into the window; a drop finishes at once.
     /// `bytes`: what the record was counted for in the budget when it was queued; `seq`:
     /// its place in the window, if it has one already.
-    async fn carry_out(&mut self, Failed { seq, record, bytes, plan }: Failed) {
+    fn carry_out(&mut self, Failed { seq, record, bytes, plan }: Failed) {
         let offset = record.offset();
         match plan {
             Plan::Drop { kind } => {
@@ -956,7 +962,7 @@ impl Owner {
             }
             Plan::Republish { topic, headers, failed_attempt } => {
                 tracing::info!(offset, to = %topic, attempt = headers.attempt, due_at = %format_ms(headers.due_at_ms), error = %headers.error, "retrying");
-                self.publish_retry(seq, record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt }).await;
+                self.publish_retry(seq, record, bytes, RetryTarget { topic, headers, hop: false, failed_attempt });
             }
             Plan::DeadLetter { topic, headers } => {
                 // A DLT publish may be tried again for long: it keeps its record copied
@@ -979,6 +985,16 @@ fn republished(shared: &RunningListener, hop: bool) -> Outcome {
         false => shared.metrics.inc_retried(),
     }
     Outcome::Done
+}
+
+/// A retry-topic publish the producer had no room for: published alone once there is room
+/// (the producer's queue empties as acknowledgements arrive), then as [`publish_failed`]
+/// if it fails.
+async fn publish_when_room(shared: Arc<RunningListener>, cancel: CancellationToken, record: Record, target: RetryTarget) -> Outcome {
+    match shared.publisher.publish(&target.topic, &record, &target.headers).await {
+        Ok(()) => republished(&shared, target.hop),
+        Err(e) => publish_failed(shared, cancel, record, target, e).await,
+    }
 }
 
 /// After a retry-topic publish failed with `error`: publishes again after transient errors

@@ -7,8 +7,8 @@
 //! in batches: no future, channel or wake-up per record (rdkafka's `FutureProducer` costs
 //! those: a bare pipelined producer wrote about 1.5 times as many records a second without
 //! them, at the median, on the embedded broker and noida). A publish someone awaits alone
-//! (a DLT publish, a publish tried again) gets its acknowledgement through a oneshot
-//! channel.
+//! (a DLT publish, a publish tried again, one the producer had no room for) gets its
+//! acknowledgement through a oneshot channel.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +44,22 @@ pub(crate) struct Republish {
     pub(crate) seq: u64,
     pub(crate) at: ReadAt,
     pub(crate) target: RetryTarget,
+}
+
+/// A republish the producer refused at once: why, and the ticket it came back in.
+pub(crate) struct Refused {
+    pub(crate) error: PublishError,
+    ticket: Box<Ticket>,
+}
+
+impl Refused {
+    /// Why, and where the refused republish was to go.
+    pub(crate) fn into_parts(self) -> (PublishError, RetryTarget) {
+        match *self.ticket {
+            Ticket::Window(_, republish) => (self.error, republish.target),
+            Ticket::Awaited(_) => unreachable!("a republish's ticket is a window's"),
+        }
+    }
 }
 
 /// How a publish ended: acknowledged, or refused with the message the producer gives back.
@@ -124,6 +140,13 @@ impl PublishError {
     }
 }
 
+impl PublishError {
+    /// The producer's local queue is full: room comes as acknowledgements arrive.
+    pub(crate) fn is_queue_full(&self) -> bool {
+        matches!(self.error, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+    }
+}
+
 impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}{}", self.error, if self.permanent { " (permanent)" } else { "" })
@@ -174,44 +197,53 @@ impl Publisher {
         retry.fold_encoded(self.format, out, |out, key, value| out.insert(Header { key, value: Some(value) }))
     }
 
-    /// Enqueues `record` for `topic` with `headers`; the acknowledgement goes to `ticket`.
-    /// A full local queue is waited out here; an immediate refusal (e.g. too large) is
-    /// returned at once, with the ticket.
-    async fn enqueue(
+    /// Enqueues `record` for `topic` with `headers` if the producer's queue has room; the
+    /// acknowledgement goes to `ticket`. A refusal (a full queue included) comes back at
+    /// once, with the ticket and the headers.
+    fn try_enqueue(
         &self,
         topic: &str,
         record: &Record,
         headers: OwnedHeaders,
         ticket: Box<Ticket>,
-    ) -> Result<(), (PublishError, Box<Ticket>)> {
+    ) -> Result<(), (PublishError, Box<Ticket>, OwnedHeaders)> {
         let mut message = BaseRecord::<[u8], [u8], Box<Ticket>>::with_opaque_to(topic, ticket).headers(headers);
         message.key = record.key();
         message.payload = record.payload();
+        self.producer
+            .send(message)
+            .map_err(|(error, back)| (PublishError::of(error), back.delivery_opaque, back.headers.unwrap_or_default()))
+    }
+
+    /// [`try_enqueue`](Self::try_enqueue), with a full local queue waited out.
+    async fn enqueue(
+        &self,
+        topic: &str,
+        record: &Record,
+        mut headers: OwnedHeaders,
+        mut ticket: Box<Ticket>,
+    ) -> Result<(), (PublishError, Box<Ticket>)> {
         loop {
-            match self.producer.send(message) {
+            match self.try_enqueue(topic, record, headers, ticket) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    message = back;
+                Err((e, back, hs)) if e.is_queue_full() => {
+                    (ticket, headers) = (back, hs);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((error, back)) => return Err((PublishError::of(error), back.delivery_opaque)),
+                Err((e, back, _)) => return Err((e, back)),
             }
         }
     }
 
     /// Enqueues the republish of `record` in an owner's window: its acknowledgement goes
-    /// into `acks`. Refused at once, it comes back with the error.
-    pub(crate) async fn republish(&self, record: &Record, acks: &Arc<Acks>, republish: Republish) -> Result<(), (PublishError, Republish)> {
+    /// into `acks`. Refused at once (a full local queue included: the owner does not wait
+    /// for room), it comes back with the error.
+    pub(crate) fn republish(&self, record: &Record, acks: &Arc<Acks>, republish: Republish) -> Result<(), Refused> {
         let headers = self.headers(record, &republish.target.headers);
         // The ticket owns the target; the producer is given the topic's name alone.
         let topic = republish.target.topic.clone();
-        match self.enqueue(&topic, record, headers, Box::new(Ticket::Window(Arc::clone(acks), republish))).await {
-            Ok(()) => Ok(()),
-            Err((e, ticket)) => match *ticket {
-                Ticket::Window(_, republish) => Err((e, republish)),
-                Ticket::Awaited(_) => unreachable!("the ticket given back is the one given"),
-            },
-        }
+        self.try_enqueue(&topic, record, headers, Box::new(Ticket::Window(Arc::clone(acks), republish)))
+            .map_err(|(error, ticket, _)| Refused { error, ticket })
     }
 
     /// Publishes once and awaits the acknowledgement.
