@@ -48,7 +48,7 @@ pub(crate) struct Republish {
 
 /// A republish the producer refused at once: why, and the ticket it came back in.
 pub(crate) struct Refused {
-    pub(crate) error: PublishError,
+    error: PublishError,
     ticket: Box<Ticket>,
 }
 
@@ -138,9 +138,7 @@ impl PublishError {
     fn of(error: KafkaError) -> Self {
         PublishError { permanent: is_permanent(&error), error }
     }
-}
 
-impl PublishError {
     /// The producer's local queue is full: room comes as acknowledgements arrive.
     pub(crate) fn is_queue_full(&self) -> bool {
         matches!(self.error, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
