@@ -1,9 +1,9 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
 //! whose `Display` or `Drop` panics), a panic of the engine's own (in a partition's owner
-//! or in the dispatcher that polls the consumer), records that
-//! can never be republished, retries the producer has no room for, the byte budget under a retry backlog and with a record
-//! larger than half of it, a rebalance between
-//! two live members while a handler holds a record, a topic deleted under the consumer
+//! or in the dispatcher that polls the consumer), records that can never be republished,
+//! retries the producer has no room for, the byte budget under a retry backlog and with a
+//! record larger than half of it, a rebalance between two live members while a handler
+//! holds a record, a topic deleted under the consumer
 //! while another one flows, offset commits the broker refuses, a partition the client
 //! keeps paused behind the runtime's back,
 //! a partition with all its records at hand that still lets other tasks run, and the

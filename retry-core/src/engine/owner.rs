@@ -403,9 +403,7 @@ impl Owner {
                     self.drain_window();
                 }
                 Some(ran) = self.running.next(), if !self.running.is_empty() => {
-                    if let Some(failed) = self.called(ran.call, ran.result, ran.took) {
-                        self.carry_out(failed);
-                    }
+                    self.called(ran.call, ran.result, ran.took);
                 }
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.accept(batch),
@@ -779,9 +777,7 @@ impl Owner {
         }
         let Some(key) = key else {
             let (result, took) = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel).await;
-            if let Some(failed) = self.called(Call { record, bytes, probe, place: None }, result, took) {
-                self.carry_out(failed);
-            }
+            self.called(Call { record, bytes, probe, place: None }, result, took);
             return;
         };
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
@@ -799,8 +795,8 @@ impl Owner {
 
     /// What follows a handler call that took `took`: the breaker learns its outcome; the
     /// record is done, held for the breaker, or failed: then the journey's plan for it is
-    /// returned, for the caller to carry out (so the call's own future stays small).
-    fn called(&mut self, call: Call, result: Result<(), HandlerError>, took: Duration) -> Option<Failed> {
+    /// carried out.
+    fn called(&mut self, call: Call, result: Result<(), HandlerError>, took: Duration) {
         let Call { record, bytes, probe, place } = call;
         let seq = place.map(|p| p.seq);
         let shared = Arc::clone(&self.shared);
@@ -825,7 +821,7 @@ impl Owner {
             // The partition stopped while this call ran: its offset stays before it.
             self.window.settle(seq, Outcome::Abandoned);
             self.drain_window();
-            return None;
+            return;
         }
         match result {
             Ok(()) => {
@@ -857,10 +853,9 @@ impl Owner {
                     ..self.failed_attempt(&record, record.retry_headers(), record.attempt(), error.kind(), &text, now_ms())
                 };
                 let plan = journey::after_failure(listener.policy(), self.source(), &failed, rand::random::<f64>());
-                return Some(Failed { seq, record, bytes, plan });
+                self.carry_out(Failed { seq, record, bytes, plan });
             }
         }
-        None
     }
 
     /// For a long not-due wait of the record at `offset` (the partition is paused): drops
