@@ -58,14 +58,39 @@ impl HandlerError {
     /// of it after the call, so that the error's own code (`Display`, `Drop`) runs inside
     /// the call's `catch_unwind` (see `engine::execute`), never in the partition's owner.
     pub(crate) fn rendered(self) -> Self {
-        HandlerError { source: self.source.to_string().into(), ..self }
+        HandlerError { source: Box::new(Rendered(self.source.to_string())), ..self }
     }
     /// A failure of `kind` (and `delay`) known only by `text`: for an error whose
     /// rendering panicked.
     pub(crate) fn from_text(kind: FailureKind, delay: Option<Duration>, text: String) -> Self {
-        HandlerError { kind, source: text.into(), delay }
+        HandlerError { kind, source: Box::new(Rendered(text)), delay }
+    }
+    /// The error's text: borrowed once [rendered](Self::rendered), so a failed record's
+    /// text is formatted once, not again for its retry headers.
+    pub(crate) fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self.source.downcast_ref::<Rendered>() {
+            Some(Rendered(text)) => text.as_str().into(),
+            None => self.source.to_string().into(),
+        }
     }
 }
+
+/// An error as the text it rendered to.
+struct Rendered(String);
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Rendered {}
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
     fn from(error: E) -> Self {
@@ -82,5 +107,25 @@ impl std::fmt::Display for HandlerError {
 impl std::fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandlerError").field("kind", &self.kind).field("source", &self.source).field("delay", &self.delay).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    #[test]
+    fn a_rendered_error_keeps_its_text_and_lends_it() {
+        let e = HandlerError::retry_after(std::io::Error::other("rate limited"), Duration::from_secs(5));
+        assert!(matches!(e.text(), Cow::Owned(t) if t == "rate limited"));
+        let e = e.rendered();
+        assert!(matches!(e.text(), Cow::Borrowed("rate limited")));
+        assert_eq!(
+            (e.to_string().as_str(), e.kind(), e.requested_delay()),
+            ("rate limited", FailureKind::Retryable, Some(Duration::from_secs(5)))
+        );
+        assert_eq!(format!("{:?}", e.source()), "\"rate limited\"");
     }
 }

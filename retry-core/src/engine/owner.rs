@@ -847,7 +847,7 @@ impl Owner {
                     Some(_) => shared.metrics.inc_deferred(),
                     None => shared.metrics.inc_failed(),
                 }
-                let text = error.to_string();
+                let text = error.text();
                 let failed = FailedAttempt {
                     requested_delay: error.requested_delay(),
                     ..self.failed_attempt(&record, record.retry_headers(), record.attempt(), error.kind(), &text, now_ms())
