@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{BorrowedHeaders, Headers, Message, OwnedHeaders, OwnedMessage};
 
 use crate::failure::HandlerError;
 use crate::headers::{self, RetryHeaders};
@@ -100,15 +100,37 @@ pub(crate) trait ClientMessage: Message {
     fn header_bytes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)>;
 }
 
-/// The headers of `m` as rdkafka reads them (names it could not read panic there).
-fn rdkafka_headers<M: Message>(m: &M) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-    m.headers().into_iter().flat_map(|hs| hs.iter()).map(|h| (h.key.as_bytes(), h.value))
+/// rdkafka's own list of headers, its names read as bytes (through librdkafka, in
+/// [`engine::batch`](crate::engine)), not through rdkafka's [`Headers`], which panics on a
+/// name that is not UTF-8.
+pub(crate) trait HeaderBytes {
+    /// Each header in order: its name's bytes and its value.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)>;
 }
 
-/// A message given back by the producer: its headers are ones this crate wrote.
+/// The headers of `m`, names as bytes: read as [`HeaderBytes`] when they are rdkafka's own
+/// ([`BorrowedHeaders`], [`OwnedHeaders`]); through rdkafka's [`Headers`] for a header type
+/// of someone else's (which must read its names as it can).
+fn message_headers<M: Message>(m: &M) -> impl Iterator<Item = (&[u8], Option<&[u8]>)>
+where
+    M::Headers: 'static,
+{
+    let headers = m.headers();
+    let rdkafkas = headers.and_then(|hs| {
+        let any: &dyn std::any::Any = hs;
+        any.downcast_ref::<BorrowedHeaders>().or_else(|| any.downcast_ref::<OwnedHeaders>().map(OwnedHeaders::as_borrowed))
+    });
+    let others = headers.filter(|_| rdkafkas.is_none());
+    rdkafkas
+        .into_iter()
+        .flat_map(HeaderBytes::entries)
+        .chain(others.into_iter().flat_map(|hs| hs.iter()).map(|h| (h.key.as_bytes(), h.value)))
+}
+
+/// A message given back by the producer, or one a caller detached.
 impl ClientMessage for OwnedMessage {
     fn header_bytes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        rdkafka_headers(self)
+        message_headers(self)
     }
 }
 
@@ -307,19 +329,23 @@ impl Record {
     /// Copies a client message (key, payload, headers, coordinates); readable retry
     /// headers set [`attempt`](Record::attempt) and [`retry_headers`](Record::retry_headers).
     ///
-    /// Its headers are read through rdkafka, which panics on a header name that is not
-    /// UTF-8; [`from_consumed`](Self::from_consumed) does not.
-    pub fn from_message<M: Message>(m: &M) -> Self {
+    /// A header name that is not UTF-8 (the protocol asks for UTF-8; librdkafka passes on
+    /// any bytes) is read as Java's client reads it, U+FFFD for its invalid bytes, with a
+    /// warning, for rdkafka's own messages (`BorrowedMessage`, `OwnedMessage`); a `Message`
+    /// type of your own has its headers read through rdkafka's `Headers` trait, as it
+    /// implements it.
+    pub fn from_message<M: Message>(m: &M) -> Self
+    where
+        M::Headers: 'static,
+    {
         let mut copier =
             Copier::with_capacity(Arc::from(m.topic()), m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len), 1);
-        copier.copy(m, rdkafka_headers(m));
+        copier.copy(m, message_headers(m));
         copier.only().with_retry_headers_read()
     }
 
     /// Copies a message an rdkafka consumer read, as [`from_message`](Self::from_message)
-    /// does, but reading header names itself: a name that is not UTF-8 is read as Java's
-    /// client reads it (U+FFFD for its invalid bytes, with a warning) instead of panicking
-    /// in rdkafka.
+    /// does.
     pub fn from_consumed(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
         Self::copy_alone(m, Arc::from(m.topic())).with_retry_headers_read()
     }
