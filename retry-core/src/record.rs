@@ -116,12 +116,12 @@ where
     M::Headers: 'static,
 {
     let headers = m.headers();
-    let rdkafkas = headers.and_then(|hs| {
+    let rdkafka_own = headers.and_then(|hs| {
         let any: &dyn std::any::Any = hs;
         any.downcast_ref::<BorrowedHeaders>().or_else(|| any.downcast_ref::<OwnedHeaders>().map(OwnedHeaders::as_borrowed))
     });
-    let others = headers.filter(|_| rdkafkas.is_none());
-    rdkafkas
+    let others = headers.filter(|_| rdkafka_own.is_none());
+    rdkafka_own
         .into_iter()
         .flat_map(HeaderBytes::entries)
         .chain(others.into_iter().flat_map(|hs| hs.iter()).map(|h| (h.key.as_bytes(), h.value)))
