@@ -344,10 +344,10 @@ impl Record {
         copier.only().with_retry_headers_read()
     }
 
-    /// Copies a message an rdkafka consumer read, as [`from_message`](Self::from_message)
-    /// does.
+    /// Copies a message an rdkafka consumer read: [`from_message`](Self::from_message) for
+    /// rdkafka's `BorrowedMessage`.
     pub fn from_consumed(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
-        Self::copy_alone(m, Arc::from(m.topic())).with_retry_headers_read()
+        Self::from_message(m)
     }
 
     /// This record with its attempt and retry headers set from its headers, if readable.
