@@ -537,6 +537,23 @@ async fn a_header_name_that_is_not_utf8_is_read_lossily_and_the_partition_flows_
     figure(&b.broker, "case header-name-not-utf8 ok");
 }
 
+#[test]
+fn a_detached_message_with_a_header_name_that_is_not_utf8_is_copied_lossily() {
+    use rdkafka::message::{Headers, Message, OwnedMessage, Timestamp};
+    // `Record::from_message` on rdkafka's own messages reads header names as bytes, as the
+    // engine does; it panicked in rdkafka on such a name before.
+    let headers = common::raw_named_headers(&[(b"a", b"1"), (b"caf\xe9", b"2")]);
+    let m = OwnedMessage::new(Some(b"p".to_vec()), Some(b"k".to_vec()), "t".into(), Timestamp::CreateTime(7), 3, 4, Some(headers));
+    let r = Record::from_message(&m);
+    let copied: Vec<(&str, Option<&[u8]>)> = r.headers().collect();
+    assert_eq!(copied, [("a", Some(&b"1"[..])), ("caf\u{FFFD}", Some(&b"2"[..]))]);
+    assert_eq!((r.key(), r.payload(), r.offset()), (Some(&b"k"[..]), Some(&b"p"[..]), 4));
+    // The same list read as rdkafka reads it (its first name is UTF-8): the names are read
+    // as bytes where rdkafka reads them.
+    let theirs = m.headers().expect("headers").get(0);
+    assert_eq!(r.headers().next(), Some((theirs.key, theirs.value)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_topic_with_another_partition_count_works() {
     let b = bench(3, 1, 100, fail_first).await;

@@ -200,8 +200,9 @@ impl RawHeaders {
     fn of_borrowed(headers: &BorrowedHeaders) -> &RawHeaders {
         // SAFETY: rdkafka's `BorrowedHeaders` is, as `RawHeaders` is, a zero-sized stand-in
         // whose address is librdkafka's headers (rdkafka's own `as_native_ptr` casts its
-        // address so); only the address is used, for as long as `headers` lives. The unit
-        // test below reads rdkafka's headers both ways.
+        // address so); only the address is used, for as long as `headers` lives. The
+        // reliability suite's `a_detached_message_with_a_header_name_that_is_not_utf8_is_copied_lossily`
+        // reads rdkafka's headers both ways.
         unsafe { &*(headers as *const BorrowedHeaders).cast::<RawHeaders>() }
     }
 
@@ -246,40 +247,5 @@ impl Headers for RawHeaders {
         let (name, value) = self.entry(idx)?;
         let key = std::str::from_utf8(name).expect("header names are UTF-8 (as rdkafka assumes)");
         Some(Header { key, value })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rdkafka::message::{OwnedHeaders, OwnedMessage};
-
-    use super::*;
-    use crate::record::Record;
-
-    /// `headers` with one more header named by `name`'s bytes, whatever they are, as
-    /// librdkafka takes them (rdkafka's own `insert` takes names as `&str` only).
-    fn with_raw_name(headers: OwnedHeaders, name: &[u8], value: &[u8]) -> OwnedHeaders {
-        let raw = (headers.as_borrowed() as *const BorrowedHeaders).cast_mut().cast::<rdsys::rd_kafka_headers_t>();
-        // SAFETY: the headers are valid and this test's alone; librdkafka copies name and value.
-        let err = unsafe {
-            rdsys::rd_kafka_header_add(raw, name.as_ptr().cast(), name.len() as isize, value.as_ptr().cast(), value.len() as isize)
-        };
-        assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-        headers
-    }
-
-    #[test]
-    fn a_detached_message_with_a_header_name_that_is_not_utf8_is_copied_lossily() {
-        let headers = with_raw_name(OwnedHeaders::new().insert(Header { key: "a", value: Some("1") }), b"caf\xe9", b"2");
-        let m = OwnedMessage::new(Some(b"p".to_vec()), Some(b"k".to_vec()), "t".into(), Timestamp::CreateTime(7), 3, 4, Some(headers));
-        let r = Record::from_message(&m);
-        let copied: Vec<(&str, Option<&[u8]>)> = r.headers().collect();
-        assert_eq!(copied, [("a", Some(&b"1"[..])), ("caf\u{FFFD}", Some(&b"2"[..]))]);
-        assert_eq!((r.key(), r.payload(), r.offset()), (Some(&b"k"[..]), Some(&b"p"[..]), 4));
-        // The same list read as rdkafka reads it (its first name is UTF-8): the cast in
-        // `RawHeaders::of_borrowed` reads rdkafka's headers where rdkafka does.
-        let theirs = m.headers().expect("headers").get(0);
-        let ours = RawHeaders::of_borrowed(m.headers().expect("headers").as_borrowed()).entries().next();
-        assert_eq!(ours, Some((theirs.key.as_bytes(), theirs.value)));
     }
 }
