@@ -332,12 +332,14 @@ async fn always_retry_on_error_keeps_publishing_to_the_dlt_until_it_works() {
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("p"), Some(b"{}"), &[]).await;
     eventually(WAIT, "handler failed", || calls.has("p", 1)).await;
-    // Several publish attempts fail meanwhile (each takes up to message.timeout.ms).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Several publish attempts fail meanwhile (each takes up to message.timeout.ms), each
+    // counted as it is tried again.
+    eventually(WAIT, "the DLT publish tried again twice", || running.metrics().publish_retries >= 2).await;
     assert_eq!(running.metrics().dead_lettered, 0);
     assert_eq!(broker.committed(&group, &topic), [-1001], "offset must not move before the DLT has the record");
     set_writable(&broker, &dlt, true).await;
     eventually(WAIT, "dead-lettered once the DLT works", || running.metrics().dead_lettered == 1).await;
+    assert_eq!(running.metrics().publish_failed, 0, "a transient failure is not a refusal for good");
     assert_eq!(broker.read(&dlt, 1).await[0].key_str(), Some("p"));
     running.shutdown().await;
     assert_eq!(broker.committed(&group, &topic), [1]);
@@ -370,8 +372,9 @@ async fn a_retry_publish_refused_at_delivery_is_published_again_byte_for_byte() 
     let producer = broker.producer();
     broker.produce(&producer, &topic, Some("p"), Some(&payload), &[("trace", Some(b"t-1".as_slice()))]).await;
     eventually(WAIT, "handler failed", || calls.has("p", 1)).await;
-    // At least one publish is refused meanwhile (after message.timeout.ms, 2 s).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // At least one publish is refused meanwhile (after message.timeout.ms, 2 s) and tried
+    // again.
+    eventually(WAIT, "the republish tried again", || running.metrics().publish_retries >= 1).await;
     assert!(!calls.has("p", 2), "retried although the retry topic refuses it");
     assert_eq!(broker.committed(&group, &topic), [-1001], "offset must not move before the retry topic has the record");
     set_writable(&broker, &retry, true).await;

@@ -8,7 +8,7 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_publish_retries_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
 //! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
 
@@ -28,6 +28,7 @@ pub struct Metrics {
     stopped_partitions: AtomicU64,
     stopped_listeners: AtomicU64,
     publish_failed: AtomicU64,
+    publish_retries: AtomicU64,
     consumer_errors: AtomicU64,
     commit_failed: AtomicU64,
     breaker_opened: AtomicU64,
@@ -68,6 +69,10 @@ pub struct MetricsSnapshot {
     /// Records the retry topic refused for good (e.g. too large once the retry headers are
     /// added); they went to the DLT with reason `publish-failed`, or were dropped.
     pub publish_failed: u64,
+    /// Publishes to a retry topic or DLT tried again after a transient error (a broker
+    /// away, a topic not there yet…). A publish that keeps failing is also logged at
+    /// warning level at its first failure and once a minute after.
+    pub publish_retries: u64,
     /// Errors the consumer reported (an unknown or deleted topic, a broker away…); each
     /// is logged at most once per 10 s, and reading goes on without a pause.
     pub consumer_errors: u64,
@@ -117,6 +122,7 @@ impl std::ops::Add for MetricsSnapshot {
             stopped_partitions: self.stopped_partitions + o.stopped_partitions,
             stopped_listeners: self.stopped_listeners + o.stopped_listeners,
             publish_failed: self.publish_failed + o.publish_failed,
+            publish_retries: self.publish_retries + o.publish_retries,
             consumer_errors: self.consumer_errors + o.consumer_errors,
             commit_failed: self.commit_failed + o.commit_failed,
             breaker_opened: self.breaker_opened + o.breaker_opened,
@@ -137,7 +143,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} publish-retries={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -147,6 +153,7 @@ impl std::fmt::Display for MetricsSnapshot {
             self.stopped_partitions,
             self.stopped_listeners,
             self.publish_failed,
+            self.publish_retries,
             self.commit_failed,
             self.breaker_opened,
             self.held_by_breaker,
@@ -326,6 +333,7 @@ counters! {
     stopped_partitions => inc_stopped_partitions,
     stopped_listeners => inc_stopped_listeners,
     publish_failed => inc_publish_failed,
+    publish_retries => inc_publish_retries,
     consumer_errors => inc_consumer_errors,
     commit_failed => inc_commit_failed,
     breaker_opened => inc_breaker_opened,

@@ -3,7 +3,7 @@
 //! settled at their places, and a publish that fails tried again or given up by its kind.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +13,7 @@ use crate::engine::publish::{PublishError, Republish, RetryTarget};
 use crate::engine::RunningListener;
 use crate::headers::{FailureKind, RetryHeaders};
 use crate::journey::{self, DeadLetterFailure, FailedAttempt, Origin, Plan};
+use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::time::{format_ms, now_ms};
 use crate::topology::Role;
@@ -139,8 +140,7 @@ async fn publish_failed(
     error: PublishError,
 ) -> Outcome {
     let RetryTarget { topic, headers, hop, failed_attempt } = target;
-    let mut pause = Duration::from_millis(100);
-    let mut logged = false;
+    let mut again = TryAgain::new();
     let mut result = Err(error);
     loop {
         match result {
@@ -159,20 +159,19 @@ async fn publish_failed(
                     }
                 };
             }
-            Err(e) => {
-                if logged {
-                    tracing::debug!(to = %topic, error = %e, retry_in = ?pause, "publish failed again; trying again");
-                } else {
-                    tracing::warn!(offset = record.offset(), to = %topic, error = %e, retry_in = ?pause, "publish failed; trying again until it works");
-                    logged = true;
+            Err(e) => match again.failed(&shared.metrics) {
+                Say::First => {
+                    tracing::warn!(offset = record.offset(), to = %topic, error = %e, retry_in = ?again.pause, "publish failed; trying again until it works")
                 }
-            }
+                Say::Still { tries, since } => {
+                    tracing::warn!(offset = record.offset(), to = %topic, error = %e, tries, failing_for = ?since, "publish still failing; trying again until it works")
+                }
+                Say::Quietly => tracing::debug!(to = %topic, error = %e, retry_in = ?again.pause, "publish failed again; trying again"),
+            },
         }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = cancel.cancelled() => return Outcome::Abandoned,
+        if !again.wait(&cancel).await {
+            return Outcome::Abandoned;
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
         result = shared.publisher.publish(&topic, &record, &headers).await;
     }
 }
@@ -186,8 +185,7 @@ async fn dead_letter(
     headers: RetryHeaders,
 ) -> Outcome {
     let strategy = shared.listener.policy().dlt();
-    let mut pause = Duration::from_millis(100);
-    let mut logged = false;
+    let mut again = TryAgain::new();
     loop {
         match shared.publisher.publish(&topic, &record, &headers).await {
             Ok(()) => {
@@ -201,20 +199,97 @@ async fn dead_letter(
                         "DLT publish failed; stopping this partition. It resumes after a restart or rebalance");
                     return Outcome::Stop;
                 }
-                DeadLetterFailure::TryAgain => {
-                    if logged {
-                        tracing::debug!(dlt = %topic, error = %e, "DLT publish failed again");
-                    } else {
-                        tracing::warn!(offset = record.offset(), dlt = %topic, error = %e, "DLT publish failed; trying again until it works (AlwaysRetryOnError)");
-                        logged = true;
+                DeadLetterFailure::TryAgain => match again.failed(&shared.metrics) {
+                    Say::First => {
+                        tracing::warn!(offset = record.offset(), dlt = %topic, error = %e, "DLT publish failed; trying again until it works (AlwaysRetryOnError)")
                     }
-                }
+                    Say::Still { tries, since } => {
+                        tracing::warn!(offset = record.offset(), dlt = %topic, error = %e, tries, failing_for = ?since, "DLT publish still failing; trying again until it works (AlwaysRetryOnError)")
+                    }
+                    Say::Quietly => tracing::debug!(dlt = %topic, error = %e, "DLT publish failed again"),
+                },
             },
         }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = cancel.cancelled() => return Outcome::Abandoned,
+        if !again.wait(&cancel).await {
+            return Outcome::Abandoned;
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How often a publish that keeps failing says so again at warning level.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// The pace of one publish tried again after transient errors: 100 ms doubling to 5 s
+/// between tries, each try again counted (`publish_retries`), a warning at the first
+/// failure and again every [`REMIND_EVERY`] while it keeps failing, so a publish that can
+/// take hours never goes quiet.
+struct TryAgain {
+    pause: Duration,
+    tries: u32,
+    since: Instant,
+    warned_at: Instant,
+}
+
+/// What a failed try is to say.
+enum Say {
+    /// The first failure: a warning.
+    First,
+    /// Failing for long: a warning again, with how long and how many tries.
+    Still { tries: u32, since: Duration },
+    /// In between: a debug line.
+    Quietly,
+}
+
+impl TryAgain {
+    fn new() -> Self {
+        let now = Instant::now();
+        TryAgain { pause: Duration::from_millis(100), tries: 0, since: now, warned_at: now }
+    }
+
+    /// A try failed with a transient error: counted, and what to say of it.
+    fn failed(&mut self, metrics: &Metrics) -> Say {
+        metrics.inc_publish_retries();
+        self.tries += 1;
+        let now = Instant::now();
+        if self.tries == 1 {
+            Say::First
+        } else if now.duration_since(self.warned_at) >= REMIND_EVERY {
+            self.warned_at = now;
+            Say::Still { tries: self.tries, since: now.duration_since(self.since) }
+        } else {
+            Say::Quietly
+        }
+    }
+
+    /// Waits before the next try; `false` if cancelled meanwhile.
+    async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(self.pause) => {}
+            () = cancel.cancelled() => return false,
+        }
+        self.pause = (self.pause * 2).min(Duration::from_secs(5));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_that_keeps_failing_warns_at_first_then_once_a_minute_and_counts_every_try() {
+        let metrics = Metrics::default();
+        let mut again = TryAgain::new();
+        assert!(matches!(again.failed(&metrics), Say::First));
+        assert!(matches!(again.failed(&metrics), Say::Quietly));
+        // A minute later (the clocks set back instead of waiting for it).
+        let back = |at: Instant| at.checked_sub(REMIND_EVERY).expect("the machine is up for more than a minute");
+        (again.since, again.warned_at) = (back(again.since), back(again.warned_at));
+        match again.failed(&metrics) {
+            Say::Still { tries, since } => assert!(tries == 3 && since >= REMIND_EVERY, "{tries} tries, {since:?}"),
+            _ => panic!("a minute of failures says so again"),
+        }
+        assert!(matches!(again.failed(&metrics), Say::Quietly), "and then not again for a minute");
+        assert_eq!(metrics.snapshot().publish_retries, 4);
     }
 }
