@@ -60,6 +60,7 @@ impl Owner {
         self.acked = acked;
     }
 
+    /// A failed attempt of `record` as the [`journey`] is told of it.
     pub(super) fn failed_attempt<'a>(
         &'a self,
         record: &'a Record,
@@ -130,7 +131,7 @@ async fn publish_when_room(shared: Arc<RunningListener>, cancel: CancellationTok
 }
 
 /// After a retry-topic publish failed with `error`: publishes again after transient errors
-/// (100 ms doubling to 5 s); after a permanent one, gives the record up
+/// (at [`TryAgain`]'s pace); after a permanent one, gives the record up
 /// ([`journey::publish_refused`]: the DLT with reason `publish-failed`, or a drop).
 async fn publish_failed(
     shared: Arc<RunningListener>,
@@ -176,7 +177,8 @@ async fn publish_failed(
     }
 }
 
-/// Publishes to the DLT; a failure follows the listener's DLT strategy.
+/// Publishes to the DLT; a failure follows the listener's DLT strategy (a transient one under
+/// `AlwaysRetryOnError` is tried again at [`TryAgain`]'s pace).
 async fn dead_letter(
     shared: Arc<RunningListener>,
     cancel: CancellationToken,
