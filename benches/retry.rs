@@ -9,10 +9,11 @@
 //! the runtime's `fetch.queue.backoff.ms=10` (librdkafka's own 1 s default stalls a
 //! partition whenever its prefetch queue is full) and `fetch.wait.max.ms=50` (tansu
 //! answers a waiting fetch only when that wait expires). Runs of the happy-path, 10 %,
-//! outage and breaker rows last a fraction of a second, which is noisy on two cores shared with the
-//! broker: after a warm-up run, the baseline and the runtime take turns seven times
-//! (`RT_BENCH_ROUNDS`), and the ratio is of the medians, with the spread of the rounds'
-//! own ratios beside it.
+//! outage and breaker rows last a fraction of a second, which is noisy on two cores
+//! shared with the broker: after a warm-up run, the runs a ratio compares (the baseline
+//! and the runtime; for the breaker rows, the runtime with and without the breaker and
+//! the poison key) take turns seven times (`RT_BENCH_ROUNDS`), and the ratio is of the
+//! medians, with the spread of the rounds' own ratios beside it.
 //!
 //! Targets (issue "Engine pipeline"):
 //! * happy path (no-op handler) / bare consumer ≥ 0.9;
