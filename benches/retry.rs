@@ -31,7 +31,7 @@
 //! Knobs: `RT_BENCH_RECORDS` (happy path and 10% rows, default 100,000),
 //! `RT_BENCH_BACKLOG` (default 100,000), `RT_BENCH_ROUNDS` (turns of the happy-path, 10%,
 //! outage and breaker rows, default 7), `RT_BENCH_ONLY` (comma-separated row groups:
-//! headers, happy, tenth, outage, breaker, slow, lateness, rss).
+//! headers, happy, tenth, outage, breaker, slow, lateness, rss, idle).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1133,5 +1133,72 @@ async fn main() {
         );
     }
 
+    if wants("idle") {
+        // What reading nothing costs: a listener whose source and retry topics are empty,
+        // and a bare consumer subscribed to the same two, each measured alone after it has
+        // its partitions. On a broker that holds an empty fetch for `fetch.wait.max.ms`
+        // both are near nothing; one that answers it at once keeps client and broker busy.
+        let listener = Listener::builder("idle")
+            .topics([broker.topic("idle").as_str()])
+            .group(format!("{}-g", broker.topic("idle")))
+            .policy(policy(Duration::from_secs(1)))
+            .handler(handler::record(|_r: Record| async { Ok::<(), HandlerError>(()) }))
+            .build()
+            .unwrap();
+        broker.prepare(&listener).await;
+        let topics: Vec<String> =
+            [listener.topology().sources()[0].source.clone(), listener.topology().sources()[0].retry[0].clone()].into();
+        let mut rt = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
+        for (k, v) in broker.consumer_settings() {
+            rt = rt.consumer_set(k, v);
+        }
+        let running = rt.build().unwrap().start().await.unwrap();
+        running.wait_for_assignment(Duration::from_secs(60)).await;
+        let runtime = idle_cpu().await;
+        running.shutdown().await;
+        let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{}-bare", topics[0]))).create().unwrap();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let reading = tokio::spawn(async move {
+            let mut stream = consumer.stream();
+            while stream.next().await.is_some() {}
+        });
+        // Subscribed and polled: its group join and first fetches are over by then.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let bare = idle_cpu().await;
+        reading.abort();
+        // The consumer is gone before the topics are deleted.
+        let _ = reading.await;
+        let shown = |(process, rest): (f64, f64)| format!("{process:.0} % / {rest:.0} %");
+        row(&b, "idle listener: CPU of a core, this process / the rest", shown(runtime), "(context)", None);
+        row(&b, "  idle bare consumer: CPU of a core, process / the rest", shown(bare), "(context)", None);
+    }
+
     broker.clean_up().await;
+}
+
+/// The CPU this process and the rest of the machine (the broker, on a quiet machine) use
+/// over the next 3 s, each in percent of one core.
+async fn idle_cpu() -> (f64, f64) {
+    fn process_us() -> f64 {
+        // utime and stime, fields 14 and 15 of /proc/self/stat (counted after the name,
+        // which may hold spaces), in USER_HZ (100 a second).
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+        // Field 3 (the state) is the first after the name.
+        (ticks(14 - 3) + ticks(15 - 3)) * 10_000.0
+    }
+    fn machine_busy_us() -> f64 {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        // user, nice, system, irq, softirq (not steal: the hypervisor's); in USER_HZ (100 a
+        // second).
+        [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum::<f64>() * 10_000.0
+    }
+    let window = Duration::from_secs(3);
+    let (p0, m0) = (process_us(), machine_busy_us());
+    tokio::time::sleep(window).await;
+    let (p1, m1) = (process_us(), machine_busy_us());
+    let pct = |us: f64| us / window.as_micros() as f64 * 100.0;
+    (pct(p1 - p0), pct((m1 - m0 - (p1 - p0)).max(0.0)))
 }
