@@ -1,5 +1,5 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
-//! whose `Display` or `Drop` panics), a panic of the engine's own (in a partition's owner
+//! whose `Display` or `Drop` panics), handler calls that never return or stall, a panic of the engine's own (in a partition's owner
 //! or in the dispatcher that polls the consumer), records that can never be republished,
 //! retries the producer has no room for, the byte budget under a retry backlog and with a
 //! record larger than half of it, a rebalance between two live members while a handler
@@ -89,6 +89,95 @@ async fn a_handler_panicking_before_its_future_fails_that_record_only() {
     let m = running.shutdown().await;
     assert_eq!((m.processed, m.failed, m.retried, m.dead_lettered), (19, 2, 1, 1), "{m}");
     assert_eq!(broker.committed(&group, &topic), [20]);
+}
+
+/// A handler call that never returns (a remote call with no timeout of its own) held its
+/// partition for good, silently. With a `handler_timeout` it is given up: a retryable
+/// failed attempt, retried like any other; reported as stalled on its way there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_call_that_never_returns_is_given_up_at_its_timeout_and_retried() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("hangs"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let listener = Listener::builder("hangs")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(policy(3, 10).build().unwrap())
+        .handler_timeout(Duration::from_millis(500))
+        .stalled_after(Duration::from_millis(200))
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let hangs = r.key_str() == Some("hang") && r.attempt() == 1;
+            async move {
+                if hangs {
+                    futures::future::pending::<()>().await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let retry_topic = listener.topology().sources()[0].retry[0].clone();
+    let running = broker.start(listener).await;
+    let producer = broker.producer();
+    for i in 0..10 {
+        let key = if i == 3 { "hang".to_owned() } else { format!("k{i}") };
+        broker.produce(&producer, &topic, Some(&key), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the hanging record handled on its retry", || calls.has("hang", 2)).await;
+    eventually(WAIT, "every other record handled", || (0..10).filter(|i| *i != 3).all(|i| calls.has(&format!("k{i}"), 1))).await;
+    let retried = broker.read(&retry_topic, 1).await;
+    let h = retried[0].retry_headers().expect("retry headers");
+    assert!(h.error.contains("did not return within its timeout of 500ms"), "{}", h.error);
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.failed, m.retried, m.handler_timeouts, m.stalled_calls), (10, 1, 1, 1, 1), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [10]);
+}
+
+/// A call running longer than `stalled_after` is reported (counted, and a warning) while
+/// its partition waits for it, and then finishes as it would have: nothing given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handler_call_is_reported_while_its_partition_waits_for_it() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("stalls"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let released = Arc::clone(&release);
+    let listener = Listener::builder("stalls")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(policy(3, 10).build().unwrap())
+        .stalled_after(Duration::from_millis(200))
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let wait = (r.key_str() == Some("slow")).then(|| Arc::clone(&released));
+            async move {
+                if let Some(wait) = wait {
+                    wait.notified().await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let running = broker.start(listener).await;
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("slow"), Some(b"{}"), &[]).await;
+    for i in 0..3 {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the slow call reported as stalled", || running.metrics().stalled_calls == 1).await;
+    // One partition, one call at a time: the records behind it wait for it.
+    assert!((0..3).all(|i| !calls.has(&format!("k{i}"), 1)), "a record behind the stalled call was handled");
+    release.notify_one();
+    eventually(WAIT, "the records behind it handled", || (0..3).all(|i| calls.has(&format!("k{i}"), 1))).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.failed, m.retried, m.handler_timeouts, m.stalled_calls), (4, 0, 0, 0, 1), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [4]);
 }
 
 /// An error whose text (or else whose drop) panics: user code the runtime runs after the

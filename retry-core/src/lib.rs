@@ -8,7 +8,7 @@
 //!
 //! The layout shows the architecture:
 //!
-//! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`breaker`], [`concurrency`], [`topics`],
+//! * `rules/`: pure rules, no I/O, always compiled ([`duration`], [`backoff`], [`breaker`], [`concurrency`], [`call_time`], [`topics`],
 //!   [`topology`], [`headers`], [`policy`], [`decision`], [`journey`], [`ladder`], [`delay_request`]); the proc-macro
 //!   shares them without linking librdkafka;
 //! * `engine/`: the consumer core, which carries the rules' plans out against the broker
@@ -22,6 +22,7 @@
 mod rules {
     pub mod backoff;
     pub mod breaker;
+    pub mod call_time;
     pub mod concurrency;
     pub mod decision;
     pub mod delay_request;
@@ -33,7 +34,9 @@ mod rules {
     pub mod topics;
     pub mod topology;
 }
-pub use rules::{backoff, breaker, concurrency, decision, delay_request, duration, headers, journey, ladder, policy, topics, topology};
+pub use rules::{
+    backoff, breaker, call_time, concurrency, decision, delay_request, duration, headers, journey, ladder, policy, topics, topology,
+};
 
 pub mod error;
 

@@ -14,6 +14,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::breaker::CircuitBreaker;
 use crate::error::{ConfigError, Result};
@@ -30,6 +31,8 @@ struct Inner {
     max_queued_bytes: usize,
     circuit_breaker: Option<CircuitBreaker>,
     key_concurrency: usize,
+    handler_timeout: Option<Duration>,
+    stalled_after: Duration,
 }
 
 /// A validated listener; cheap to clone.
@@ -61,6 +64,8 @@ impl Listener {
             max_queued_bytes: None,
             circuit_breaker: None,
             key_concurrency: None,
+            handler_timeout: None,
+            stalled_after: None,
         }
     }
     /// Its name.
@@ -95,6 +100,16 @@ impl Listener {
     pub fn key_concurrency(&self) -> usize {
         self.inner.key_concurrency
     }
+    /// How long one handler call may take before it is given up (none: no limit); see
+    /// [`ListenerBuilder::handler_timeout`].
+    pub fn handler_timeout(&self) -> Option<Duration> {
+        self.inner.handler_timeout
+    }
+    /// When a handler call still running is reported as stalled; see
+    /// [`ListenerBuilder::stalled_after`].
+    pub fn stalled_after(&self) -> Duration {
+        self.inner.stalled_after
+    }
     /// A builder for a listener of this listener's DLTs: group `<group>-dlt`, one attempt,
     /// no DLT of its own. Set its handler and build.
     pub fn dead_letter_listener(&self, name: impl Into<String>) -> Result<ListenerBuilder> {
@@ -118,6 +133,8 @@ pub struct ListenerBuilder {
     max_queued_bytes: Option<usize>,
     circuit_breaker: Option<CircuitBreaker>,
     key_concurrency: Option<usize>,
+    handler_timeout: Option<Duration>,
+    stalled_after: Option<Duration>,
 }
 
 impl ListenerBuilder {
@@ -178,6 +195,24 @@ impl ListenerBuilder {
         self.key_concurrency = Some(n);
         self
     }
+    /// Gives up a handler call that has not returned after `timeout` (none by default):
+    /// its future is dropped and the call fails as a retryable attempt of its record
+    /// (counted in `handler_timeouts`), which then goes the way of any other failure. A
+    /// call that never returns would otherwise hold its partition (or its key) for good.
+    /// From 1 ms to a day ([`MAX_HANDLER_TIMEOUT`](crate::call_time::MAX_HANDLER_TIMEOUT));
+    /// each in-memory (blocking) attempt has its own.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
+        self
+    }
+    /// Reports a handler call still running after `after` as stalled (default 60 s): a
+    /// warning naming the record, again once a minute while the call lasts, and one count
+    /// in `stalled_calls`. The call itself goes on (see
+    /// [`handler_timeout`](Self::handler_timeout) to give it up).
+    pub fn stalled_after(mut self, after: Duration) -> Self {
+        self.stalled_after = Some(after);
+        self
+    }
     /// Checks everything and derives the topic names.
     pub fn build(self) -> Result<Listener> {
         if self.name.is_empty() {
@@ -196,8 +231,21 @@ impl ListenerBuilder {
             return Err(errors.swap_remove(0).into());
         }
         let key_concurrency = crate::concurrency::check_key_concurrency(self.key_concurrency.unwrap_or(1))?;
+        let handler_timeout = self.handler_timeout.map(crate::call_time::check_handler_timeout).transpose()?;
+        let stalled_after = crate::call_time::check_stalled_after(self.stalled_after.unwrap_or(crate::call_time::DEFAULT_STALLED_AFTER))?;
         let circuit_breaker = self.circuit_breaker;
-        let inner = Inner { name: self.name, group, policy, handler, topology, max_queued_bytes, circuit_breaker, key_concurrency };
+        let inner = Inner {
+            name: self.name,
+            group,
+            policy,
+            handler,
+            topology,
+            max_queued_bytes,
+            circuit_breaker,
+            key_concurrency,
+            handler_timeout,
+            stalled_after,
+        };
         Ok(Listener { inner: Arc::new(inner) })
     }
 }
@@ -234,6 +282,13 @@ mod tests {
         assert!(err(concurrency(0)).contains("`key_concurrency`"));
         assert!(err(concurrency(crate::concurrency::MAX_KEY_CONCURRENCY + 1)).contains("1025"));
         assert_eq!(concurrency(8).build().unwrap().key_concurrency(), 8);
+        let timed = |t| Listener::builder("l").topics(["a"]).group("g").handler(noop()).handler_timeout(t);
+        assert!(err(timed(Duration::ZERO)).contains("`handler_timeout`"));
+        assert_eq!(timed(Duration::from_secs(5)).build().unwrap().handler_timeout(), Some(Duration::from_secs(5)));
+        let stalled = Listener::builder("l").topics(["a"]).group("g").handler(noop()).stalled_after(Duration::ZERO);
+        assert!(err(stalled).contains("`stalled_after`"));
+        let defaults = Listener::builder("l").topics(["a"]).group("g").handler(noop()).build().unwrap();
+        assert_eq!((defaults.handler_timeout(), defaults.stalled_after()), (None, Duration::from_secs(60)));
     }
 
     #[test]

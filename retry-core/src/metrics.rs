@@ -8,7 +8,7 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_publish_retries_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_publish_retries_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total`, `_handler_timeouts_total`, `_stalled_calls_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
 //! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
 
@@ -38,6 +38,8 @@ pub struct Metrics {
     hops: AtomicU64,
     deferred: AtomicU64,
     backpressure_holds: AtomicU64,
+    handler_timeouts: AtomicU64,
+    stalled_calls: AtomicU64,
     queued_bytes: AtomicU64,
     peak_queued_bytes: AtomicU64,
     breaker_open: AtomicU64,
@@ -99,6 +101,15 @@ pub struct MetricsSnapshot {
     /// Times a partition was paused and sought back because its next record did not fit
     /// in the listener's budget for queued records (it is read again once it fits).
     pub backpressure_holds: u64,
+    /// Handler calls given up at the listener's
+    /// [`handler_timeout`](crate::ListenerBuilder::handler_timeout) (each also a failed
+    /// attempt).
+    pub handler_timeouts: u64,
+    /// Handler calls that ran longer than the listener's
+    /// [`stalled_after`](crate::ListenerBuilder::stalled_after) (60 s by default), each
+    /// counted once; each is also logged at warning level then and once a minute while it
+    /// lasts.
+    pub stalled_calls: u64,
     /// Listeners whose handling is held now by an open breaker or an operator's pause
     /// (gauge: 0 or 1 per listener, summed).
     pub breaker_open: u64,
@@ -132,6 +143,8 @@ impl std::ops::Add for MetricsSnapshot {
             hops: self.hops + o.hops,
             deferred: self.deferred + o.deferred,
             backpressure_holds: self.backpressure_holds + o.backpressure_holds,
+            handler_timeouts: self.handler_timeouts + o.handler_timeouts,
+            stalled_calls: self.stalled_calls + o.stalled_calls,
             breaker_open: self.breaker_open + o.breaker_open,
             queued_bytes: self.queued_bytes + o.queued_bytes,
             peak_queued_bytes: self.peak_queued_bytes.max(o.peak_queued_bytes),
@@ -143,7 +156,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} publish-retries={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} publish-retries={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} handler-timeouts={} stalled-calls={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -160,6 +173,8 @@ impl std::fmt::Display for MetricsSnapshot {
             self.hops,
             self.deferred,
             self.backpressure_holds,
+            self.handler_timeouts,
+            self.stalled_calls,
             self.peak_queued_bytes
         )
     }
@@ -343,4 +358,6 @@ counters! {
     hops => inc_hops,
     deferred => inc_deferred,
     backpressure_holds => inc_backpressure_holds,
+    handler_timeouts => inc_handler_timeouts,
+    stalled_calls => inc_stalled_calls,
 }
