@@ -89,6 +89,7 @@ pub(crate) struct RetryableArgs {
     /// `circuit_breaker = true`, or `circuit_breaker(window = "10s", …)`.
     pub circuit_breaker: Option<Spanned<BreakerArgs>>,
     pub key_concurrency: Option<Spanned<usize>>,
+    pub handler_timeout: Option<Spanned<Duration>>,
     pub name: Option<Spanned<String>>,
     pub krate: Option<Spanned<Path>>,
 }
@@ -123,6 +124,7 @@ impl RetryableArgs {
             REPLICATION => t(&self.replication),
             CIRCUIT_BREAKER => t(&self.circuit_breaker),
             KEY_CONCURRENCY => t(&self.key_concurrency),
+            HANDLER_TIMEOUT => t(&self.handler_timeout),
             WINDOW | MIN_CALLS | FAILURE_RATE | MIN_KEYS | PROBE_DELAY | MAX_PROBE_DELAY => {
                 let b = &self.circuit_breaker.as_ref()?.value;
                 match arg {
@@ -315,6 +317,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
     let mut replication = Attr::none(cx, REPLICATION);
     let mut circuit_breaker = Attr::none(cx, CIRCUIT_BREAKER);
     let mut key_concurrency = Attr::none(cx, KEY_CONCURRENCY);
+    let mut handler_timeout = Attr::none(cx, HANDLER_TIMEOUT);
     let mut name = Attr::none(cx, NAME);
     let mut krate = Attr::none(cx, CRATE);
 
@@ -357,6 +360,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
                 on => circuit_breaker.set_opt(&v, on.map(|_| BreakerArgs::default())),
             },
             KEY_CONCURRENCY => key_concurrency.set_opt(&v, lit_int(cx, &v, key)),
+            HANDLER_TIMEOUT => handler_timeout.set_opt(&v, duration(cx, &v, key)),
             NAME => name.set_opt(&v, lit_str(cx, &v, key).map(|s| s.value())),
             CRATE => krate.set_opt(&v, path_in_str(cx, &v, key)),
             _ => unreachable!("`{key}` is listed in RETRYABLE_TOPIC but not read"),
@@ -397,6 +401,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         replication: replication.get(),
         circuit_breaker: circuit_breaker.get(),
         key_concurrency: key_concurrency.get(),
+        handler_timeout: handler_timeout.get(),
         name: name.get(),
         krate: krate.get(),
     })

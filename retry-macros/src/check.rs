@@ -175,6 +175,15 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
             Err(e) => errors.push(e),
         }
     }
+    if let Some(d) = v(&a.handler_timeout) {
+        match retry_core::call_time::check_handler_timeout(d) {
+            Ok(d) => {
+                let t = calls.duration(d);
+                listener_calls.push(quote!(.handler_timeout(#t)));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
     let valid = errors.is_empty();
     for e in errors {
         report(cx, a, e);

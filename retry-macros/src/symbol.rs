@@ -32,6 +32,7 @@ pub(crate) const PARTITIONS: Symbol = Symbol("partitions");
 pub(crate) const REPLICATION: Symbol = Symbol("replication");
 pub(crate) const CIRCUIT_BREAKER: Symbol = Symbol("circuit_breaker");
 pub(crate) const KEY_CONCURRENCY: Symbol = Symbol("key_concurrency");
+pub(crate) const HANDLER_TIMEOUT: Symbol = Symbol("handler_timeout");
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const LISTENER: Symbol = Symbol("listener");
@@ -67,6 +68,7 @@ pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
     REPLICATION,
     CIRCUIT_BREAKER,
     KEY_CONCURRENCY,
+    HANDLER_TIMEOUT,
     NAME,
     CRATE,
 ];
@@ -101,6 +103,7 @@ pub(crate) const SETTINGS: &[(&str, Symbol)] = &[
     ("auto_create_topics.partitions", PARTITIONS),
     ("auto_create_topics.replication", REPLICATION),
     ("key_concurrency", KEY_CONCURRENCY),
+    ("handler_timeout", HANDLER_TIMEOUT),
     ("circuit_breaker.window", WINDOW),
     ("circuit_breaker.min_calls", MIN_CALLS),
     ("circuit_breaker.failure_rate", FAILURE_RATE),
