@@ -200,7 +200,9 @@ impl ListenerBuilder {
     /// (counted in `handler_timeouts`), which then goes the way of any other failure. A
     /// call that never returns would otherwise hold its partition (or its key) for good.
     /// From 1 ms to a day ([`MAX_HANDLER_TIMEOUT`](crate::call_time::MAX_HANDLER_TIMEOUT));
-    /// each in-memory (blocking) attempt has its own.
+    /// each in-memory (blocking) attempt has its own. It is counted from the call's first
+    /// wait (its first poll that is not done) and acts at its awaits: a handler that
+    /// blocks its thread cannot be given up.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.handler_timeout = Some(timeout);
         self
