@@ -254,3 +254,50 @@ async fn a_record_waiting_for_its_key_at_shutdown_is_not_committed_past() {
     running.shutdown().await;
     assert_eq!(broker.committed(&group, &topic), [3]);
 }
+
+/// Under key concurrency a call that never returns holds only its key, and only until its
+/// `handler_timeout`: the other keys' records are handled meanwhile, the next record of
+/// its key waits for it, and it is retried like any failed attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_never_returns_holds_only_its_key_until_its_timeout() {
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("kc-hangs"), broker.unique("g"));
+    let calls = Calls::default();
+    let recorded = calls.clone();
+    let listener = Listener::builder("kc-hangs")
+        .topics([topic.as_str()])
+        .group(&group)
+        .policy(RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(10))).build().unwrap())
+        .key_concurrency(KEYS.len())
+        .handler_timeout(Duration::from_secs(5))
+        .handler(handler::record(move |r: Record| {
+            recorded.push(&r);
+            let hangs = r.key_str() == Some("hang") && r.payload() == Some(&b"first"[..]) && r.attempt() == 1;
+            async move {
+                if hangs {
+                    futures::future::pending::<()>().await;
+                }
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap();
+    broker.prepare(&listener, 1).await;
+    let running = broker.start(listener).await;
+    let producer = broker.producer();
+    broker.produce(&producer, &topic, Some("hang"), Some(b"first"), &[]).await;
+    for i in 0..10 {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"x"), &[]).await;
+    }
+    broker.produce(&producer, &topic, Some("hang"), Some(b"second"), &[]).await;
+    eventually(WAIT, "the other keys handled while the call hangs", || (0..10).all(|i| calls.has(&format!("k{i}"), 1))).await;
+    // The hanging call is still in the handler, so its key's next record waits.
+    assert_eq!((running.metrics().handler_timeouts, calls.count("hang", 1)), (0, 1), "{}", running.metrics());
+    eventually(WAIT, "the hanging record retried and its key's next record handled", || {
+        calls.count("hang", 1) == 2 && calls.has("hang", 2)
+    })
+    .await;
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.failed, m.retried, m.handler_timeouts), (12, 1, 1, 1), "{m}");
+    assert_eq!(broker.committed(&group, &topic), [12]);
+}
