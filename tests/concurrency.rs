@@ -1,6 +1,6 @@
 //! Key concurrency on a real broker: several records of one partition in the handler at
-//! once, never two of one key, each key in offset order, and offsets that pass only when
-//! everything before them is done.
+//! once, never two of one key, each key in offset order, offsets that pass only when
+//! everything before them is done, and a call that never returns holding only its key.
 
 mod common;
 
