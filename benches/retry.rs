@@ -843,6 +843,50 @@ async fn main() {
         row(&b, "header bytes at attempt 900, appended as Spring does", format!("{appended}"), "(comparison)", None);
     }
 
+    if wants("idle") {
+        // What reading nothing costs: a listener whose source and retry topics are empty,
+        // and a bare consumer subscribed to the same two, each measured alone after it has
+        // its partitions. On a broker that holds an empty fetch for `fetch.wait.max.ms`
+        // both are near nothing; one that answers it at once keeps client and broker busy.
+        // First of the groups that write, on a quiet machine: after the RSS row's backlog
+        // noida spent a core or more rewriting its state to disk through this window.
+        settle().await;
+        let listener = Listener::builder("idle")
+            .topics([broker.topic("idle").as_str()])
+            .group(format!("{}-g", broker.topic("idle")))
+            .policy(policy(Duration::from_secs(1)))
+            .handler(handler::record(|_r: Record| async { Ok::<(), HandlerError>(()) }))
+            .build()
+            .unwrap();
+        broker.prepare(&listener).await;
+        let topics: Vec<String> =
+            [listener.topology().sources()[0].source.clone(), listener.topology().sources()[0].retry[0].clone()].into();
+        let mut rt = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
+        for (k, v) in broker.consumer_settings() {
+            rt = rt.consumer_set(k, v);
+        }
+        let running = rt.build().unwrap().start().await.unwrap();
+        running.wait_for_assignment(Duration::from_secs(60)).await;
+        let runtime = idle_cpu().await;
+        running.shutdown().await;
+        settle().await;
+        let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{}-bare", topics[0]))).create().unwrap();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let reading = tokio::spawn(async move {
+            let mut stream = consumer.stream();
+            while stream.next().await.is_some() {}
+        });
+        // Subscribed and polled: its group join and first fetches are over by then.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let bare = idle_cpu().await;
+        reading.abort();
+        // The consumer is gone before the topics are deleted.
+        let _ = reading.await;
+        let shown = |(process, rest): (f64, f64)| format!("{process:.0} % / {rest:.0} %");
+        row(&b, "idle listener: CPU of a core, this process / the rest", shown(runtime), "(context)", None);
+        row(&b, "  idle bare consumer: CPU of a core, process / the rest", shown(bare), "(context)", None);
+    }
+
     if wants("happy") || wants("tenth") {
         // Runs of 100,000 records take a tenth of a second or so, which is noisy on two
         // cores shared with the broker: after a warm-up run (allocator, thread pools), the
@@ -1131,46 +1175,6 @@ async fn main() {
             "(context)",
             None,
         );
-    }
-
-    if wants("idle") {
-        // What reading nothing costs: a listener whose source and retry topics are empty,
-        // and a bare consumer subscribed to the same two, each measured alone after it has
-        // its partitions. On a broker that holds an empty fetch for `fetch.wait.max.ms`
-        // both are near nothing; one that answers it at once keeps client and broker busy.
-        let listener = Listener::builder("idle")
-            .topics([broker.topic("idle").as_str()])
-            .group(format!("{}-g", broker.topic("idle")))
-            .policy(policy(Duration::from_secs(1)))
-            .handler(handler::record(|_r: Record| async { Ok::<(), HandlerError>(()) }))
-            .build()
-            .unwrap();
-        broker.prepare(&listener).await;
-        let topics: Vec<String> =
-            [listener.topology().sources()[0].source.clone(), listener.topology().sources()[0].retry[0].clone()].into();
-        let mut rt = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
-        for (k, v) in broker.consumer_settings() {
-            rt = rt.consumer_set(k, v);
-        }
-        let running = rt.build().unwrap().start().await.unwrap();
-        running.wait_for_assignment(Duration::from_secs(60)).await;
-        let runtime = idle_cpu().await;
-        running.shutdown().await;
-        let consumer: StreamConsumer = broker.consumer_config(Some(&format!("{}-bare", topics[0]))).create().unwrap();
-        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        let reading = tokio::spawn(async move {
-            let mut stream = consumer.stream();
-            while stream.next().await.is_some() {}
-        });
-        // Subscribed and polled: its group join and first fetches are over by then.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let bare = idle_cpu().await;
-        reading.abort();
-        // The consumer is gone before the topics are deleted.
-        let _ = reading.await;
-        let shown = |(process, rest): (f64, f64)| format!("{process:.0} % / {rest:.0} %");
-        row(&b, "idle listener: CPU of a core, this process / the rest", shown(runtime), "(context)", None);
-        row(&b, "  idle bare consumer: CPU of a core, process / the rest", shown(bare), "(context)", None);
     }
 
     broker.clean_up().await;
