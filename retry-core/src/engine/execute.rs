@@ -112,7 +112,9 @@ where
     let running_for = || format_duration(Duration::from_millis(started.elapsed().as_millis() as u64));
     let mut reports = 0;
     loop {
-        let report_at = call_time::next_stall_report(watch.stalled_after, watch.timeout, reports).map(|after| started + after);
+        // A report too far off for the clock (a `stalled_after` of years) never comes.
+        let report_at =
+            call_time::next_stall_report(watch.stalled_after, watch.timeout, reports).and_then(|after| started.checked_add(after));
         tokio::select! {
             done = call.as_mut() => {
                 if reports > 0 {
@@ -230,6 +232,10 @@ mod tests {
         // A call done in time is neither.
         call_once(&hangs(Some(Duration::from_millis(100))), Record::new("t", 0, 0), &watch).await.unwrap();
         assert_eq!(watch.metrics.snapshot(), m);
+        // Nor is one whose report is beyond the clock's reach; it is not a failure either.
+        let never = Watch { stalled_after: Duration::MAX, ..unwatched() };
+        call_once(&hangs(Some(Duration::from_secs(1))), Record::new("t", 0, 0), &never).await.unwrap();
+        assert_eq!(never.metrics.snapshot().stalled_calls, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::duration::format_duration;
 use crate::error::ConfigError;
 
-/// The longest `handler_timeout` (a day): a longer one is no timeout.
+/// The longest `handler_timeout`, a day (for no limit, set none).
 pub const MAX_HANDLER_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// When a handler call still running is first reported as stalled, by default.
@@ -44,10 +44,9 @@ pub fn timed_out_text(timeout: Duration) -> String {
     format!("the handler did not return within its timeout of {}; the call was given up", format_duration(timeout))
 }
 
-/// When a call that started at `started` (any clock, in the caller's units of time) is
-/// reported as stalled next, after `reports` reports so far: at `stalled_after`, then
-/// every [`STALLED_REMINDER_EVERY`]. `None` once the call's `timeout` comes first (it
-/// ends the call, so it is never stalled beyond it).
+/// How long after its start a call is reported as stalled next, after `reports` reports
+/// so far: at `stalled_after`, then every [`STALLED_REMINDER_EVERY`]. `None` once the
+/// call's `timeout` comes first (it ends the call, so it is never stalled beyond it).
 pub fn next_stall_report(stalled_after: Duration, timeout: Option<Duration>, reports: u32) -> Option<Duration> {
     let at = stalled_after.saturating_add(STALLED_REMINDER_EVERY.saturating_mul(reports));
     match timeout {
