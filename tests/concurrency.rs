@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::recorder::{recorded_listener, Calls};
+use common::recorder::{hanging, recorded_listener, Calls};
 use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::{Backoff, HandlerError, Listener, Record, RetryPolicy};
@@ -263,23 +263,13 @@ async fn a_call_that_never_returns_holds_only_its_key_until_its_timeout() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("kc-hangs"), broker.unique("g"));
     let calls = Calls::default();
-    let recorded = calls.clone();
     let listener = Listener::builder("kc-hangs")
         .topics([topic.as_str()])
         .group(&group)
         .policy(RetryPolicy::builder().attempts(3).backoff(Backoff::fixed(Duration::from_millis(10))).build().unwrap())
         .key_concurrency(KEYS.len())
         .handler_timeout(Duration::from_secs(5))
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            let hangs = r.key_str() == Some("hang") && r.payload() == Some(&b"first"[..]) && r.attempt() == 1;
-            async move {
-                if hangs {
-                    futures::future::pending::<()>().await;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        }))
+        .handler(hanging(&calls, |r| r.key_str() == Some("hang") && r.payload() == Some(&b"first"[..]) && r.attempt() == 1))
         .build()
         .unwrap();
     broker.prepare(&listener, 1).await;

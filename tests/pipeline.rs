@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::recorder::{recorded_listener, Calls};
+use common::recorder::{hanging, recorded_listener, Calls};
 use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::headers::FailureKind;
@@ -99,23 +99,13 @@ async fn a_handler_call_that_never_returns_is_given_up_at_its_timeout_and_retrie
     let broker = Broker::get();
     let (topic, group) = (broker.unique("hangs"), broker.unique("g"));
     let calls = Calls::default();
-    let recorded = calls.clone();
     let listener = Listener::builder("hangs")
         .topics([topic.as_str()])
         .group(&group)
         .policy(policy(3, 10).build().unwrap())
         .handler_timeout(Duration::from_millis(500))
         .stalled_after(Duration::from_millis(200))
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            let hangs = r.key_str() == Some("hang") && r.attempt() == 1;
-            async move {
-                if hangs {
-                    futures::future::pending::<()>().await;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        }))
+        .handler(hanging(&calls, |r| r.key_str() == Some("hang") && r.attempt() == 1))
         .build()
         .unwrap();
     broker.prepare(&listener, 1).await;

@@ -69,6 +69,22 @@ pub fn recording(calls: &Calls, decide: impl Fn(&Record) -> Result<(), HandlerEr
     })
 }
 
+/// A handler that records every call in `calls` and never returns from the calls `hangs`
+/// picks (as a remote call with no timeout of its own); the others succeed.
+pub fn hanging(calls: &Calls, hangs: impl Fn(&Record) -> bool + Send + Sync + 'static) -> impl Handler {
+    let calls = calls.clone();
+    handler::record(move |r: Record| {
+        calls.push(&r);
+        let hangs = hangs(&r);
+        async move {
+            if hangs {
+                futures::future::pending::<()>().await;
+            }
+            Ok::<(), HandlerError>(())
+        }
+    })
+}
+
 /// A listener named `name` on `topic` for `group` with `policy`, whose handler records
 /// every call in `calls` and answers with `decide`.
 pub fn recorded_listener(
