@@ -356,8 +356,10 @@ impl Runtime {
             let budget = Budget::new(listener.max_queued_bytes(), Arc::clone(&m));
             let circuit = Arc::new(Circuit::new(listener.name(), listener.circuit_breaker().copied(), Arc::clone(&m)));
             circuits.push((listener.name().to_owned(), Arc::clone(&circuit)));
+            let watch = engine::Watch::of(&listener, Arc::clone(&m));
             let shared = Arc::new(RunningListener {
                 listener,
+                watch,
                 publisher: Arc::clone(&publisher),
                 metrics: m,
                 consumer,

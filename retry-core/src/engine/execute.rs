@@ -23,8 +23,8 @@ use crate::handler::Handler;
 use crate::metrics::Metrics;
 use crate::record::Record;
 
-/// What watches each handler call of a listener.
-#[derive(Debug, Clone)]
+/// What watches each handler call of a listener (one per running listener).
+#[derive(Debug)]
 pub(crate) struct Watch {
     /// A call not done by then is given up (its future dropped): a retryable failure.
     pub(crate) timeout: Option<Duration>,

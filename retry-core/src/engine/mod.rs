@@ -37,7 +37,7 @@ pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
 pub(crate) use circuit::Circuit;
 pub(crate) use dispatch::run;
 pub(crate) use errors::ConsumerErrors;
-pub(crate) use execute::calibrate_clock;
+pub(crate) use execute::{calibrate_clock, Watch};
 pub(crate) use owner::Request;
 pub(crate) use publish::{is_permanent, Publisher};
 pub(crate) use rebalance::{ListenerContext, Partitions};
@@ -48,6 +48,8 @@ pub(crate) type ListenerConsumer = StreamConsumer<ListenerContext>;
 /// A listener as it runs: what its dispatcher and the owners of its partitions share.
 pub(crate) struct RunningListener {
     pub(crate) listener: Listener,
+    /// What watches each of its handler calls (timeout, stall reports).
+    pub(crate) watch: Watch,
     pub(crate) consumer: Arc<ListenerConsumer>,
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) metrics: Arc<Metrics>,

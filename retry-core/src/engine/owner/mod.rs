@@ -154,10 +154,8 @@ pub(crate) fn spawn(
     let source = shared.listener.topology().role(slot.topic()).map(|r| r.source().clone());
     let gate = shared.circuit.subscribe();
     let concurrency = shared.listener.key_concurrency();
-    let watch = Arc::new(execute::Watch::of(&shared.listener, Arc::clone(&shared.metrics)));
     let owner = Owner {
         concurrency,
-        watch,
         running: FuturesUnordered::new(),
         busy_keys: HashMap::new(),
         waiting: 0,
@@ -286,8 +284,6 @@ struct Owner {
     reported_calls: (usize, usize),
     /// Handler calls at once (1: inline, one record at a time).
     concurrency: usize,
-    /// What watches each handler call (its timeout, when it counts as stalled).
-    watch: Arc<execute::Watch>,
     /// Handler calls under way (`concurrency` above 1).
     running: FuturesUnordered<BoxFuture<'static, Ran>>,
     /// The keys (hashed) of the records running or parked, each with the records of that
@@ -782,17 +778,18 @@ impl Owner {
             shared.metrics.observe_lateness(now_ms() - r.due_at_ms);
         }
         let Some(key) = key else {
-            let (result, took) = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel, &self.watch).await;
+            let (result, took) = execute::call(listener.handler().as_ref(), &record, blocking, &self.cancel, &shared.watch).await;
             self.called(Call { record, bytes, probe, place: None }, result, took);
             return;
         };
         let seq = seq.unwrap_or_else(|| self.window.reserve(record.offset(), bytes));
         self.busy_keys.entry(key).or_default();
-        let (handler, cancel, watch) = (Arc::clone(listener.handler()), self.cancel.clone(), Arc::clone(&self.watch));
+        let cancel = self.cancel.clone();
         let call = Call { record, bytes, probe, place: Some(Place { seq, key }) };
         self.running.push(
             async move {
-                let (result, took) = execute::call(handler.as_ref(), &call.record, blocking, &cancel, &watch).await;
+                let (result, took) =
+                    execute::call(shared.listener.handler().as_ref(), &call.record, blocking, &cancel, &shared.watch).await;
                 Ran { call, result, took }
             }
             .boxed(),
