@@ -219,6 +219,14 @@ fn consumer_settings(embedded: bool) -> Vec<(&'static str, &'static str)> {
     s
 }
 
+/// A runtime for `listener` on `bootstrap`, with the bench's consumer settings (the
+/// embedded broker's with `embedded`).
+fn runtime_for(bootstrap: &str, embedded: bool, listener: Listener) -> retryable_topic::RuntimeBuilder {
+    consumer_settings(embedded)
+        .into_iter()
+        .fold(Runtime::builder().bootstrap_servers(bootstrap).listener(listener), |b, (k, v)| b.consumer_set(k, v))
+}
+
 /// Produces `n` records of `size` bytes, keyed round-robin, pipelined; returns seconds.
 /// Headers as `headers::replace` returns them.
 type OwnedHeaderList = [(String, Option<Vec<u8>>)];
@@ -283,6 +291,13 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
     }
 }
 
+/// The machine's CPU time by kind (the `cpu` line of /proc/stat: user, nice, system, idle,
+/// iowait, irq, softirq, steal, …), in USER_HZ.
+fn machine_ticks() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect())
+}
+
 /// Waits until the machine is quiet — under 15 % of its CPU time busy over 100 ms, for at
 /// most 5 s — before a timed run. A real broker may still be at work on what was just
 /// written (noida rewrites its whole state to disk after writes, for up to a second or
@@ -291,8 +306,7 @@ fn assert_all_kept(broker: &Broker, topic: &str) {
 /// run still counts.
 async fn settle() {
     fn busy_and_all() -> Option<(u64, u64)> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let ticks = machine_ticks()?;
         let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
         let all: u64 = ticks.iter().sum();
         Some((all - idle, all))
@@ -472,11 +486,7 @@ async fn run_listener(
     produce(broker, topic, produce_first.0, produce_first.1, None).await;
     assert_all_kept(broker, topic);
     settle().await;
-    let mut b = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
-    for (k, v) in broker.consumer_settings() {
-        b = b.consumer_set(k, v);
-    }
-    let running = b.build().unwrap().start().await.unwrap();
+    let running = runtime_for(&broker.bootstrap, broker.embedded.is_some(), listener).build().unwrap().start().await.unwrap();
     // `processed` counts the handler's successes.
     loop {
         let m = running.metrics();
@@ -762,11 +772,8 @@ async fn rss_child(bootstrap: &str, source: &str, settle: Duration) {
         .handler(handler::record(|_r: Record| async { Ok::<(), HandlerError>(()) }))
         .build()
         .unwrap();
-    let mut b = Runtime::builder().bootstrap_servers(bootstrap).listener(listener);
-    for (k, v) in consumer_settings(std::env::var("RT_BENCH_EMBEDDED_SETTINGS").is_ok()) {
-        b = b.consumer_set(k, v);
-    }
-    let running = b.build().unwrap().start().await.unwrap();
+    let embedded = std::env::var("RT_BENCH_EMBEDDED_SETTINGS").is_ok();
+    let running = runtime_for(bootstrap, embedded, listener).build().unwrap().start().await.unwrap();
     running.wait_for_assignment(Duration::from_secs(60)).await;
     // Wait until the backlog is being read (a slow group join must not pass for a small
     // footprint), then let it settle.
@@ -851,9 +858,10 @@ async fn main() {
         // First of the groups that write, on a quiet machine: after the RSS row's backlog
         // noida spent a core or more rewriting its state to disk through this window.
         settle().await;
+        let source = broker.topic("idle");
         let listener = Listener::builder("idle")
-            .topics([broker.topic("idle").as_str()])
-            .group(format!("{}-g", broker.topic("idle")))
+            .topics([source.as_str()])
+            .group(format!("{source}-g"))
             .policy(policy(Duration::from_secs(1)))
             .handler(handler::record(|_r: Record| async { Ok::<(), HandlerError>(()) }))
             .build()
@@ -861,11 +869,7 @@ async fn main() {
         broker.prepare(&listener).await;
         let topics: Vec<String> =
             [listener.topology().sources()[0].source.clone(), listener.topology().sources()[0].retry[0].clone()].into();
-        let mut rt = Runtime::builder().bootstrap_servers(&broker.bootstrap).listener(listener);
-        for (k, v) in broker.consumer_settings() {
-            rt = rt.consumer_set(k, v);
-        }
-        let running = rt.build().unwrap().start().await.unwrap();
+        let running = runtime_for(&broker.bootstrap, broker.embedded.is_some(), listener).build().unwrap().start().await.unwrap();
         running.wait_for_assignment(Duration::from_secs(60)).await;
         let runtime = idle_cpu().await;
         running.shutdown().await;
@@ -1193,11 +1197,10 @@ async fn idle_cpu() -> (f64, f64) {
         (ticks(14 - 3) + ticks(15 - 3)) * 10_000.0
     }
     fn machine_busy_us() -> f64 {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<f64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let ticks = machine_ticks().unwrap_or_default();
         // user, nice, system, irq, softirq (not steal: the hypervisor's); in USER_HZ (100 a
         // second).
-        [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum::<f64>() * 10_000.0
+        [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum::<u64>() as f64 * 10_000.0
     }
     let window = Duration::from_secs(3);
     let (p0, m0) = (process_us(), machine_busy_us());
