@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::recorder::{hanging, recorded_listener, Calls};
+use common::recorder::{hanging, holding, recorded_listener, Calls};
 use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::{Backoff, HandlerError, Listener, Record, RetryPolicy};
@@ -118,21 +118,11 @@ fn held_listener(
     release: &Arc<Notify>,
     held: fn(&Record) -> bool,
 ) -> Listener {
-    let (recorded, released) = (calls.clone(), Arc::clone(release));
     Listener::builder(name)
         .topics([topic])
         .group(group)
         .key_concurrency(key_concurrency)
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            let released = Arc::clone(&released);
-            async move {
-                if held(&r) {
-                    released.notified().await;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        }))
+        .handler(holding(calls, release, held))
         .build()
         .unwrap()
 }

@@ -1,6 +1,7 @@
 //! The engine's pipeline under faults, on a real broker: panicking handlers (and errors
-//! whose `Display` or `Drop` panics), handler calls that never return or stall, a panic of the engine's own (in a partition's owner
-//! or in the dispatcher that polls the consumer), records that can never be republished,
+//! whose `Display` or `Drop` panics), handler calls that never return or stall, a panic of
+//! the engine's own (in a partition's owner or in the dispatcher that polls the consumer),
+//! records that can never be republished,
 //! retries the producer has no room for, the byte budget under a retry backlog and with a
 //! record larger than half of it, a rebalance between two live members while a handler
 //! holds a record, a topic deleted under the consumer
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::recorder::{hanging, recorded_listener, Calls};
+use common::recorder::{hanging, holding, recorded_listener, Calls};
 use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::headers::FailureKind;
@@ -133,24 +134,13 @@ async fn a_stalled_handler_call_is_reported_while_its_partition_waits_for_it() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("stalls"), broker.unique("g"));
     let calls = Calls::default();
-    let recorded = calls.clone();
     let release = Arc::new(tokio::sync::Notify::new());
-    let released = Arc::clone(&release);
     let listener = Listener::builder("stalls")
         .topics([topic.as_str()])
         .group(&group)
         .policy(policy(3, 10).build().unwrap())
         .stalled_after(Duration::from_millis(200))
-        .handler(handler::record(move |r: Record| {
-            recorded.push(&r);
-            let wait = (r.key_str() == Some("slow")).then(|| Arc::clone(&released));
-            async move {
-                if let Some(wait) = wait {
-                    wait.notified().await;
-                }
-                Ok::<(), HandlerError>(())
-            }
-        }))
+        .handler(holding(&calls, &release, |r| r.key_str() == Some("slow")))
         .build()
         .unwrap();
     broker.prepare(&listener, 1).await;

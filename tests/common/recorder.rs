@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use retryable_topic::handler::{self, Handler};
 use retryable_topic::{HandlerError, Record};
 
@@ -69,20 +71,27 @@ pub fn recording(calls: &Calls, decide: impl Fn(&Record) -> Result<(), HandlerEr
     })
 }
 
-/// A handler that records every call in `calls` and never returns from the calls `hangs`
-/// picks (as a remote call with no timeout of its own); the others succeed.
-pub fn hanging(calls: &Calls, hangs: impl Fn(&Record) -> bool + Send + Sync + 'static) -> impl Handler {
-    let calls = calls.clone();
+/// A handler that records every call in `calls` and holds the calls `held` picks until
+/// `release` is notified (one call a notification); the others succeed at once.
+pub fn holding(calls: &Calls, release: &Arc<Notify>, held: impl Fn(&Record) -> bool + Send + Sync + 'static) -> impl Handler {
+    let (calls, release) = (calls.clone(), Arc::clone(release));
     handler::record(move |r: Record| {
         calls.push(&r);
-        let hangs = hangs(&r);
+        let wait = held(&r).then(|| Arc::clone(&release));
         async move {
-            if hangs {
-                futures::future::pending::<()>().await;
+            if let Some(release) = wait {
+                release.notified().await;
             }
             Ok::<(), HandlerError>(())
         }
     })
+}
+
+/// A handler that records every call in `calls` and never returns from the calls `hangs`
+/// picks (as a remote call with no timeout of its own: held for a release nobody gives);
+/// the others succeed.
+pub fn hanging(calls: &Calls, hangs: impl Fn(&Record) -> bool + Send + Sync + 'static) -> impl Handler {
+    holding(calls, &Arc::new(Notify::new()), hangs)
 }
 
 /// A listener named `name` on `topic` for `group` with `policy`, whose handler records
