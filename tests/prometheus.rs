@@ -103,6 +103,7 @@ async fn the_metrics_endpoint_shows_what_happened() {
     assert_eq!(counter("retryable_topic_recovery_seconds_count"), 2.0);
     assert!(counter("retryable_topic_retry_lateness_seconds_sum") >= 0.0);
     assert_eq!(sample(&body, "retryable_topic_breaker_open", l), Some(0.0));
+    assert_eq!(sample(&body, "retryable_topic_assigned_partitions", l), Some(2.0), "its source and retry partition");
     assert!(body.contains(r#"retryable_topic_paused_partitions{listener="prom",reason="not_due"}"#), "{body}");
     running.shutdown().await;
 }

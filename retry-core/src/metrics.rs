@@ -8,9 +8,9 @@
 //!
 //! | metric | kind |
 //! |---|---|
-//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_publish_retries_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total`, `_handler_timeouts_total`, `_stalled_calls_total` | counter |
+//! | `retryable_topic_processed_total`, `_failed_total`, `_retried_total`, `_dead_lettered_total`, `_dropped_total`, `_malformed_headers_total`, `_stopped_partitions_total`, `_stopped_listeners_total`, `_publish_failed_total`, `_publish_retries_total`, `_consumer_errors_total`, `_commit_failed_total`, `_breaker_opened_total`, `_breaker_probes_total`, `_breaker_closed_total`, `_held_by_breaker_total`, `_hops_total`, `_deferred_total`, `_backpressure_holds_total`, `_handler_timeouts_total`, `_stalled_calls_total`, `_revoked_partitions_total` | counter |
 //! | `retryable_topic_handler_seconds` (every call), `_retry_lateness_seconds` (handled minus due, retries), `_recovery_seconds` (first failure to success) | histogram |
-//! | `retryable_topic_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
+//! | `retryable_topic_assigned_partitions`, `_queued_bytes`, `_in_flight_republishes`, `_breaker_open`, `_paused_partitions{reason}`, `_concurrent_calls`, `_waiting_for_key` | gauge |
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -40,6 +40,8 @@ pub struct Metrics {
     backpressure_holds: AtomicU64,
     handler_timeouts: AtomicU64,
     stalled_calls: AtomicU64,
+    revoked_partitions: AtomicU64,
+    assigned_partitions: AtomicU64,
     queued_bytes: AtomicU64,
     peak_queued_bytes: AtomicU64,
     breaker_open: AtomicU64,
@@ -113,6 +115,12 @@ pub struct MetricsSnapshot {
     /// Listeners whose handling is held now by an open breaker or an operator's pause
     /// (gauge: 0 or 1 per listener, summed).
     pub breaker_open: u64,
+    /// Partitions (source and retry topics) this listener holds now.
+    pub assigned_partitions: u64,
+    /// Partitions taken from this listener by rebalances (and at shutdown): all of them at
+    /// each rebalance with the default (eager) assignors, only the ones that move with
+    /// `cooperative-sticky`.
+    pub revoked_partitions: u64,
     /// Bytes of records queued in the listener now (gauge; summed over listeners).
     pub queued_bytes: u64,
     /// The most bytes ever queued at once (never above the listener's budget but for a
@@ -146,6 +154,8 @@ impl std::ops::Add for MetricsSnapshot {
             handler_timeouts: self.handler_timeouts + o.handler_timeouts,
             stalled_calls: self.stalled_calls + o.stalled_calls,
             breaker_open: self.breaker_open + o.breaker_open,
+            assigned_partitions: self.assigned_partitions + o.assigned_partitions,
+            revoked_partitions: self.revoked_partitions + o.revoked_partitions,
             queued_bytes: self.queued_bytes + o.queued_bytes,
             peak_queued_bytes: self.peak_queued_bytes.max(o.peak_queued_bytes),
         }
@@ -156,7 +166,7 @@ impl std::fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} publish-retries={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} handler-timeouts={} stalled-calls={} peak-queued-bytes={}",
+            "processed={} failed={} retried={} dead-lettered={} dropped={} malformed-headers={} stopped-partitions={} stopped-listeners={} publish-failed={} publish-retries={} commit-failed={} breaker-opened={} held-by-breaker={} hops={} deferred={} backpressure-holds={} handler-timeouts={} stalled-calls={} revoked-partitions={} peak-queued-bytes={}",
             self.processed,
             self.failed,
             self.retried,
@@ -175,6 +185,7 @@ impl std::fmt::Display for MetricsSnapshot {
             self.backpressure_holds,
             self.handler_timeouts,
             self.stalled_calls,
+            self.revoked_partitions,
             self.peak_queued_bytes
         )
     }
@@ -186,6 +197,8 @@ struct Handles {
     handler_seconds: metrics::Histogram,
     retry_lateness_seconds: metrics::Histogram,
     recovery_seconds: metrics::Histogram,
+    assigned_partitions: metrics::Gauge,
+    revoked_partitions: metrics::Counter,
     queued_bytes: metrics::Gauge,
     in_flight_republishes: metrics::Gauge,
     breaker_open: metrics::Gauge,
@@ -203,6 +216,8 @@ impl Default for Handles {
             handler_seconds: metrics::Histogram::noop(),
             retry_lateness_seconds: metrics::Histogram::noop(),
             recovery_seconds: metrics::Histogram::noop(),
+            assigned_partitions: metrics::Gauge::noop(),
+            revoked_partitions: metrics::Counter::noop(),
             queued_bytes: metrics::Gauge::noop(),
             in_flight_republishes: metrics::Gauge::noop(),
             breaker_open: metrics::Gauge::noop(),
@@ -220,6 +235,8 @@ impl Handles {
             handler_seconds: metrics::histogram!("retryable_topic_handler_seconds", "listener" => l.clone()),
             retry_lateness_seconds: metrics::histogram!("retryable_topic_retry_lateness_seconds", "listener" => l.clone()),
             recovery_seconds: metrics::histogram!("retryable_topic_recovery_seconds", "listener" => l.clone()),
+            assigned_partitions: metrics::gauge!("retryable_topic_assigned_partitions", "listener" => l.clone()),
+            revoked_partitions: metrics::counter!("retryable_topic_revoked_partitions_total", "listener" => l.clone()),
             queued_bytes: metrics::gauge!("retryable_topic_queued_bytes", "listener" => l.clone()),
             in_flight_republishes: metrics::gauge!("retryable_topic_in_flight_republishes", "listener" => l.clone()),
             breaker_open: metrics::gauge!("retryable_topic_breaker_open", "listener" => l.clone()),
@@ -250,6 +267,16 @@ impl Metrics {
     /// A record succeeded `ms` after its first failure.
     pub(crate) fn observe_recovery(&self, ms: i64) {
         self.facade.handles.recovery_seconds.record(ms.max(0) as f64 / 1000.0);
+    }
+
+    /// A rebalance took `revoked` partitions from this listener (none when it gave some);
+    /// it holds `now` partitions after it.
+    pub(crate) fn rebalanced(&self, revoked: usize, now: usize) {
+        let (revoked, now) = (revoked as u64, now as u64);
+        self.revoked_partitions.fetch_add(revoked, Relaxed);
+        self.facade.handles.revoked_partitions.increment(revoked);
+        self.assigned_partitions.store(now, Relaxed);
+        self.facade.handles.assigned_partitions.set(now as f64);
     }
 
     /// Republishes in flight changed by `delta`.
@@ -308,6 +335,8 @@ macro_rules! counters {
                     $($name: self.$name.load(Relaxed),)*
                     queued_bytes: self.queued_bytes.load(Relaxed),
                     breaker_open: self.breaker_open.load(Relaxed),
+                    assigned_partitions: self.assigned_partitions.load(Relaxed),
+                    revoked_partitions: self.revoked_partitions.load(Relaxed),
                     peak_queued_bytes: self.peak_queued_bytes.load(Relaxed),
                 }
             }

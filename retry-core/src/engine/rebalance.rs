@@ -231,9 +231,14 @@ impl ConsumerContext for ListenerContext {
             Rebalance::Revoke(list) => {
                 self.partitions.revoke(&partitions_of(list));
                 let n = list.count();
-                let _ = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
-                tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
-                tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "revoked");
+                let left = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
+                if let Some(metrics) = self.metrics.get() {
+                    metrics.rebalanced(n, left.unwrap_or(0).saturating_sub(n));
+                }
+                if n > 0 {
+                    tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
+                    tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "revoked");
+                }
             }
             Rebalance::Error(_) => {}
         }
@@ -245,10 +250,17 @@ impl ConsumerContext for ListenerContext {
                 for e in list.elements() {
                     self.partitions.assign(e.topic(), e.partition());
                 }
-                self.partitions.count.fetch_add(list.count(), Ordering::AcqRel);
+                let n = list.count();
+                let now = self.partitions.count.fetch_add(n, Ordering::AcqRel) + n;
+                if let Some(metrics) = self.metrics.get() {
+                    metrics.rebalanced(0, now);
+                }
                 self.partitions.assigned_now.notify_one();
-                tracing::info!(listener = %self.listener, partitions = list.count(), "partitions assigned");
-                tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "assigned");
+                // An incremental (cooperative) rebalance that moves nothing here assigns none.
+                if n > 0 {
+                    tracing::info!(listener = %self.listener, partitions = n, "partitions assigned");
+                    tracing::debug!(listener = %self.listener, partitions = ?partitions_of(list), "assigned");
+                }
                 // A partition comes back unpaused, whatever an earlier generation did to it.
                 // librdkafka may lose this resume (confluentinc/librdkafka#5591); the
                 // dispatcher resumes each unpaused partition again every second.
