@@ -39,6 +39,8 @@ fn policy(attempts: u32, delay_ms: u64) -> retryable_topic::RetryPolicyBuilder {
 enum Reads {
     OwnQueues,
     Dispatcher,
+    /// Own queues, with incremental cooperative rebalancing.
+    Cooperative,
 }
 
 impl Reads {
@@ -46,6 +48,7 @@ impl Reads {
         match self {
             Reads::OwnQueues => broker.runtime(),
             Reads::Dispatcher => broker.runtime().without_partition_queues(),
+            Reads::Cooperative => broker.runtime().consumer_set("partition.assignment.strategy", "cooperative-sticky"),
         }
     }
 }
@@ -536,6 +539,11 @@ async fn a_rebalance_while_the_dispatcher_reads_the_partitions_stays_safe() {
     rebalance_while_in_hand(1, Reads::Dispatcher).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperative_rebalance_while_a_record_is_in_hand_stays_safe() {
+    rebalance_while_in_hand(1, Reads::Cooperative).await;
+}
+
 /// The rebalance test, with `key_concurrency` records of a partition in the handler at once.
 async fn rebalance_while_in_hand(key_concurrency: usize, reads: Reads) {
     // Member A holds a slow record on every partition when member B joins; B then leaves,
@@ -606,6 +614,13 @@ async fn rebalance_while_in_hand(key_concurrency: usize, reads: Reads) {
     let b = make("member-b");
     let member_b = reads.runtime(&broker).rebalance_grace(Duration::from_secs(15)).listener(b).started().await;
     assert!(member_b.wait_for_assignment(WAIT).await, "member B got partitions");
+    if let Reads::Cooperative = reads {
+        // Incremental: A gave up only the partitions that moved to B (half of the source's
+        // and half of the retry topic's) and kept the rest throughout; an eager rebalance
+        // takes all eight first.
+        eventually(WAIT, "A holding half of its partitions", || member_a.metrics().assigned_partitions == 4).await;
+        assert_eq!(member_a.metrics().revoked_partitions, 4, "{}", member_a.metrics());
+    }
     let n = 200;
     for i in 0..n {
         broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
