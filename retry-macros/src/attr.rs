@@ -90,6 +90,7 @@ pub(crate) struct RetryableArgs {
     pub circuit_breaker: Option<Spanned<BreakerArgs>>,
     pub key_concurrency: Option<Spanned<usize>>,
     pub handler_timeout: Option<Spanned<Duration>>,
+    pub stalled_after: Option<Spanned<Duration>>,
     pub name: Option<Spanned<String>>,
     pub krate: Option<Spanned<Path>>,
 }
@@ -125,6 +126,7 @@ impl RetryableArgs {
             CIRCUIT_BREAKER => t(&self.circuit_breaker),
             KEY_CONCURRENCY => t(&self.key_concurrency),
             HANDLER_TIMEOUT => t(&self.handler_timeout),
+            STALLED_AFTER => t(&self.stalled_after),
             WINDOW | MIN_CALLS | FAILURE_RATE | MIN_KEYS | PROBE_DELAY | MAX_PROBE_DELAY => {
                 let b = &self.circuit_breaker.as_ref()?.value;
                 match arg {
@@ -318,6 +320,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
     let mut circuit_breaker = Attr::none(cx, CIRCUIT_BREAKER);
     let mut key_concurrency = Attr::none(cx, KEY_CONCURRENCY);
     let mut handler_timeout = Attr::none(cx, HANDLER_TIMEOUT);
+    let mut stalled_after = Attr::none(cx, STALLED_AFTER);
     let mut name = Attr::none(cx, NAME);
     let mut krate = Attr::none(cx, CRATE);
 
@@ -361,6 +364,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
             },
             KEY_CONCURRENCY => key_concurrency.set_opt(&v, lit_int(cx, &v, key)),
             HANDLER_TIMEOUT => handler_timeout.set_opt(&v, duration(cx, &v, key)),
+            STALLED_AFTER => stalled_after.set_opt(&v, duration(cx, &v, key)),
             NAME => name.set_opt(&v, lit_str(cx, &v, key).map(|s| s.value())),
             CRATE => krate.set_opt(&v, path_in_str(cx, &v, key)),
             _ => unreachable!("`{key}` is listed in RETRYABLE_TOPIC but not read"),
@@ -402,6 +406,7 @@ pub(crate) fn parse_retryable(cx: &Ctxt, args: TokenStream) -> Option<RetryableA
         circuit_breaker: circuit_breaker.get(),
         key_concurrency: key_concurrency.get(),
         handler_timeout: handler_timeout.get(),
+        stalled_after: stalled_after.get(),
         name: name.get(),
         krate: krate.get(),
     })

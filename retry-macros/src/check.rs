@@ -184,6 +184,15 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
             Err(e) => errors.push(e),
         }
     }
+    if let Some(d) = v(&a.stalled_after) {
+        match retry_core::call_time::check_stalled_after(d) {
+            Ok(d) => {
+                let t = calls.duration(d);
+                listener_calls.push(quote!(.stalled_after(#t)));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
     let valid = errors.is_empty();
     for e in errors {
         report(cx, a, e);

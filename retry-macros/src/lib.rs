@@ -58,6 +58,7 @@ mod symbol;
 /// | `circuit_breaker` | `true`, or settings: `circuit_breaker(window = "10s", min_calls = 20, failure_rate = 0.5, min_keys = 5, probe_delay = "1s", max_probe_delay = "60s")` | off | tell an outage from an outlier: pause instead of republishing when most calls fail across many keys (`CircuitBreaker`) |
 /// | `key_concurrency` | an integer from 1 to 1024 | 1 | up to that many records of a partition in the handler at once, never two of one key; each key in offset order (`ListenerBuilder::key_concurrency`) |
 /// | `handler_timeout` | duration, 1ms to 1 day | none | give up a call that has not returned by then: a retryable failed attempt (`ListenerBuilder::handler_timeout`) |
+/// | `stalled_after` | duration, at least 1ms | `"60s"` | report a call still running by then: a warning naming the record, again once a minute, one count in `stalled_calls` (`ListenerBuilder::stalled_after`) |
 /// | `name` | string | the handler's path | listener name in logs and metrics |
 /// | `crate` | string path | `"::retryable_topic"` | where the facade crate is, if renamed |
 ///

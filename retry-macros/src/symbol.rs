@@ -33,6 +33,7 @@ pub(crate) const REPLICATION: Symbol = Symbol("replication");
 pub(crate) const CIRCUIT_BREAKER: Symbol = Symbol("circuit_breaker");
 pub(crate) const KEY_CONCURRENCY: Symbol = Symbol("key_concurrency");
 pub(crate) const HANDLER_TIMEOUT: Symbol = Symbol("handler_timeout");
+pub(crate) const STALLED_AFTER: Symbol = Symbol("stalled_after");
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const LISTENER: Symbol = Symbol("listener");
@@ -69,6 +70,7 @@ pub(crate) const RETRYABLE_TOPIC: &[Symbol] = &[
     CIRCUIT_BREAKER,
     KEY_CONCURRENCY,
     HANDLER_TIMEOUT,
+    STALLED_AFTER,
     NAME,
     CRATE,
 ];
@@ -104,6 +106,7 @@ pub(crate) const SETTINGS: &[(&str, Symbol)] = &[
     ("auto_create_topics.replication", REPLICATION),
     ("key_concurrency", KEY_CONCURRENCY),
     ("handler_timeout", HANDLER_TIMEOUT),
+    ("stalled_after", STALLED_AFTER),
     ("circuit_breaker.window", WINDOW),
     ("circuit_breaker.min_calls", MIN_CALLS),
     ("circuit_breaker.failure_rate", FAILURE_RATE),

@@ -5,7 +5,7 @@ use std::time::Duration;
                   multiplier = 2.0, max_delay = "1m", jitter = 0.1, suffix = "-retry", dlt_suffix = "-dead",
                   dlt = fail_on_error, fixed_delay = multiple_topics, max_retry_topics = 3, group_naming = per_group,
                   timeout = "PT1H", blocking_attempts = 2, blocking_delay = "50ms", auto_create_topics = true,
-                  partitions = 3, replication = 1, key_concurrency = 16, handler_timeout = "30s", name = "audit-listener",
+                  partitions = 3, replication = 1, key_concurrency = 16, handler_timeout = "30s", stalled_after = "10s", name = "audit-listener",
                   crate = "::retryable_topic",
                   circuit_breaker(window = "30s", min_calls = 50, failure_rate = 0.8, min_keys = 10,
                                   probe_delay = "2s", max_probe_delay = "5m"))]
@@ -32,6 +32,7 @@ fn main() {
     let l = audit::listener().unwrap();
     assert_eq!(l.name(), "audit-listener");
     assert_eq!(l.handler_timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(l.stalled_after(), Duration::from_secs(10));
     let p = l.policy();
     assert_eq!(p.topic_strategy(), TopicStrategy::MultipleTopics);
     assert_eq!(p.backoff().delay(3), Duration::from_secs(4));
