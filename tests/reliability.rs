@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::recorder::{recorded_listener, recording, Calls};
-use common::{eventually, figure, now_ms, Broker, Started};
+use common::{eventually, figure, now_ms, Broker, Captured, Started};
 use retryable_topic::headers::{names, FailureKind, HeaderFormat, RetryHeaders};
 use retryable_topic::{handler, Backoff, EmbeddedKafka, Error, HandlerError, Listener, Record, RetryPolicy, Runtime};
 
@@ -645,31 +645,11 @@ async fn a_setting_for_every_client_overrides_the_framework_defaults() {
     assert!(!calls.has("before", 1), "read from the earliest offset: the framework's default won over `set`");
 }
 
-/// Collects tracing output of the current thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn secrets_never_reach_the_logs() {
     let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_max_level(tracing::Level::TRACE).finish();
-    let broker = tracing::subscriber::with_default(subscriber, Broker::get);
-    let subscriber = {
-        let sink = captured.clone();
-        tracing_subscriber::fmt().with_writer(move || sink.clone()).with_max_level(tracing::Level::TRACE).finish()
-    };
-    tracing::subscriber::with_default(subscriber, || {
+    let broker = tracing::subscriber::with_default(captured.subscriber(), Broker::get);
+    tracing::subscriber::with_default(captured.subscriber(), || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let runtime = broker
@@ -692,10 +672,49 @@ fn secrets_never_reach_the_logs() {
             let _ = runtime.start().await; // logs its configuration, then fails on the missing topic
         });
     });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("starting") && logs.contains("[redacted]"), "the configuration was logged:\n{logs}");
     assert!(!logs.contains("hunter2"), "a secret reached the logs:\n{logs}");
     figure(&broker, "case secrets-redacted ok");
+}
+
+/// A listener asking for a group protocol its broker does not serve (KIP-848's, here) never
+/// joins: librdkafka retries for good without a word. The listener says so once its
+/// startup timeout has passed.
+#[test]
+fn a_listener_that_cannot_join_its_group_says_so() {
+    let broker = Broker::get();
+    if !broker.require(common::Capability::WithoutKip848, "a_listener_that_cannot_join_its_group_says_so") {
+        return;
+    }
+    let captured = Captured::default();
+    tracing::subscriber::with_default(captured.subscriber(), || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (topic, group) = (broker.unique("no-join"), broker.unique("g"));
+            let calls = Calls::default();
+            let listener = recorded_listener("no-join", &topic, &group, RetryPolicy::default(), &calls, always_ok);
+            broker.prepare(&listener, 1).await;
+            // Not the test runtime's settings: KIP-848's protocol refuses session settings.
+            let running = Runtime::builder()
+                .bootstrap_servers(broker.bootstrap())
+                .consumer_set("group.protocol", "consumer")
+                .startup_timeout(Duration::from_secs(2))
+                .listener(listener)
+                .started()
+                .await;
+            eventually(WAIT, "a warning that the listener has not joined its group", || {
+                captured.text().contains("the listener has not joined its consumer group")
+            })
+            .await;
+            let m = running.shutdown().await;
+            assert_eq!((m.assigned_partitions, m.processed), (0, 0), "{m}");
+        });
+    });
+    let logs = captured.text();
+    let line = logs.lines().find(|l| l.contains("has not joined")).expect("the warning");
+    assert!(line.contains("WARN") && line.contains("listener=no-join") && line.contains("group_protocol=consumer"), "{line}");
+    figure(&broker, "case join-never-completes ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

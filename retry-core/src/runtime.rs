@@ -6,7 +6,7 @@
 //! | bootstrap servers | `$KAFKA_BOOTSTRAP_SERVERS` | [`bootstrap_servers`](RuntimeBuilder::bootstrap_servers) |
 //! | client settings, every client | — | [`set`](RuntimeBuilder::set) |
 //! | consumer-only / producer-only settings | — | [`consumer_set`](RuntimeBuilder::consumer_set), [`producer_set`](RuntimeBuilder::producer_set) |
-//! | startup timeout (metadata, topic creation) | 30 s | [`startup_timeout`](RuntimeBuilder::startup_timeout) |
+//! | startup timeout (metadata, topic creation; a listener not in its group by then says so) | 30 s | [`startup_timeout`](RuntimeBuilder::startup_timeout) |
 //! | shutdown grace (records in hand) | 30 s | [`shutdown_grace`](RuntimeBuilder::shutdown_grace) |
 //! | rebalance grace (records in hand of a revoked partition) | 10 s | [`rebalance_grace`](RuntimeBuilder::rebalance_grace) |
 //!
@@ -132,7 +132,9 @@ impl RuntimeBuilder {
         self.header_format = format;
         self
     }
-    /// How long startup may wait for metadata and topic creation.
+    /// How long startup may wait for metadata and topic creation; a listener that has not
+    /// joined its group this long after it started says so in a warning (and once a minute
+    /// while it still waits).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = Some(timeout);
         self
@@ -316,10 +318,13 @@ impl Runtime {
             let partitions = Arc::new(Partitions::new(self.rebalance_grace, Arc::clone(&assigned), self.split_queues));
             let errors = Arc::new(ConsumerErrors::default());
             let ctx = ListenerContext::new(l.name(), Arc::clone(&partitions), Arc::clone(&errors));
+            let config = self.consumer_config(l);
             let c: Arc<ListenerConsumer> =
-                Arc::new(self.consumer_config(l).to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?);
+                Arc::new(config.to_client_config().create_with_context(ctx).map_err(|e| client_error("consumer", e))?);
             let _ = c.context().consumer.set(Arc::downgrade(&c));
-            consumers.push((l.clone(), c, partitions, assigned, errors));
+            let join =
+                engine::JoinWatch { within: self.startup_timeout, protocol: config.get("group.protocol").unwrap_or("classic").to_owned() };
+            consumers.push((l.clone(), c, partitions, assigned, errors, join));
         }
         crate::admin::ensure_topics(&self.common, &self.listeners, self.startup_timeout).await?;
         #[cfg(feature = "prometheus")]
@@ -338,7 +343,7 @@ impl Runtime {
         let mut circuits = Vec::new();
         #[cfg(feature = "fault-injection")]
         let mut clients = Vec::new();
-        for (listener, consumer, partitions, assigned, errors) in consumers {
+        for (listener, consumer, partitions, assigned, errors, join) in consumers {
             assignments.push(assigned);
             #[cfg(feature = "fault-injection")]
             clients.push((listener.name().to_owned(), Arc::downgrade(&consumer)));
@@ -373,7 +378,7 @@ impl Runtime {
             let grace = self.shutdown_grace;
             let token = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                engine::run(Arc::clone(&shared), partitions, requests_rx, token, grace).await;
+                engine::run(Arc::clone(&shared), partitions, requests_rx, token, grace, join).await;
                 // Closing the consumer leaves the group; it blocks, so off the async threads.
                 let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
             }));

@@ -19,6 +19,34 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use retryable_topic::{EmbeddedKafka, Listener, Record, RunningRuntime, RuntimeBuilder};
 
+/// Collects the tracing output written to it (a subscriber's writer), for tests that
+/// assert what is logged.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// A subscriber writing everything, at every level, here.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let sink = self.clone();
+        tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).with_max_level(tracing::Level::TRACE).finish()
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether this run's consumer groups use KIP-848's protocol (`RT_GROUP_PROTOCOL=consumer`)
 /// instead of the classic one.
 pub fn kip848() -> bool {
@@ -52,6 +80,9 @@ pub enum Capability {
     Restart,
     /// Refusing offset commits on request (the embedded broker's error injection).
     RefuseCommits,
+    /// *Not* serving KIP-848's consumer group protocol, so that a member asking for it
+    /// never joins (noida and tansu; the MockCluster serves it, and so does Kafka 4).
+    WithoutKip848,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +146,7 @@ impl Broker {
             Capability::DeleteUnderConsumer => matches!(self.kind, Kind::Noida | Kind::Kafka),
             Capability::Restart => self.kind == Kind::Embedded || std::env::var("RT_BROKER_RESTART").is_ok_and(|c| !c.is_empty()),
             Capability::RefuseCommits => self.kind == Kind::Embedded,
+            Capability::WithoutKip848 => matches!(self.kind, Kind::Noida | Kind::Tansu),
         }
     }
 
@@ -140,6 +172,8 @@ impl Broker {
             (Capability::Restart, Kind::Tansu) => "tansu keeps data in memory only: a restart loses every topic",
             (Capability::Restart, _) => "the broker is not restartable from this run (RT_BROKER_RESTART unset)",
             (Capability::RefuseCommits, _) => "only the embedded broker refuses requests on request",
+            (Capability::WithoutKip848, Kind::Embedded) => "the embedded MockCluster serves KIP-848's protocol: the join completes",
+            (Capability::WithoutKip848, _) => "Kafka 4 serves KIP-848's protocol; whether this Kafka does is not known",
             _ => "the broker lacks it",
         };
         let line = format!("SKIPPED {test} on {:?}: needs {cap:?}; {why}", self.kind);

@@ -40,6 +40,8 @@ const MAX_DRAIN: usize = 2_048;
 /// How often the paused-partitions gauges are sampled and the partitions with no reason to
 /// be paused are resumed again (see [`Dispatcher::tick`]).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often a listener whose group join has not completed is reported again.
+const JOIN_REMINDER_EVERY: Duration = Duration::from_secs(60);
 /// How long shutting down waits to have left the group (see [`leave_group`]).
 const LEAVE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -65,6 +67,19 @@ struct Dispatcher {
     backpressured: Vec<(Arc<PartitionSlot>, usize)>,
     /// Records and batches handed over, for the stop log line.
     handed_over: (u64, u64),
+    /// When the listener started, when a group join not completed is reported, and the
+    /// reports given so far.
+    started: tokio::time::Instant,
+    join: JoinWatch,
+    join_reports: u32,
+}
+
+/// When a listener whose group join has not completed says so.
+pub(crate) struct JoinWatch {
+    /// After how long (the runtime's startup timeout); again once a minute after that.
+    pub(crate) within: Duration,
+    /// The group protocol the consumer asks for (`classic` or `consumer`), for the warning.
+    pub(crate) protocol: String,
 }
 
 /// Reads the consumer until `shutdown`, then stops the owners (finishing records in hand,
@@ -75,6 +90,7 @@ pub(crate) async fn run(
     mut requests: mpsc::UnboundedReceiver<Request>,
     shutdown: CancellationToken,
     grace: Duration,
+    join: JoinWatch,
 ) {
     let consumer = Arc::clone(&shared.consumer);
     let mut d = Dispatcher {
@@ -85,6 +101,9 @@ pub(crate) async fn run(
         pending: Vec::new(),
         backpressured: Vec::new(),
         handed_over: (0, 0),
+        started: tokio::time::Instant::now(),
+        join,
+        join_reports: 0,
     };
     // A panic here is a bug of ours. Unguarded, it ended this task and left the consumer
     // unpolled and in the group: its partitions unread, and held from the other members
@@ -151,7 +170,8 @@ impl Dispatcher {
     /// one that has no reason to be paused, in case librdkafka lost a resume
     /// ([`PartitionSlot::reassert_resumed`]): a partition stuck that way is read again
     /// within [`SAMPLE_EVERY`].
-    fn tick(&self, consumer: &ListenerConsumer) {
+    fn tick(&mut self, consumer: &ListenerConsumer) {
+        self.report_join_not_completed();
         let slots: Vec<Arc<PartitionSlot>> =
             self.partitions.assigned.lock().expect("partitions lock").values().map(|a| Arc::clone(&a.slot)).collect();
         let mut counts = [0; 4];
@@ -163,6 +183,30 @@ impl Dispatcher {
             slot.reassert_resumed(consumer);
         }
         self.shared.metrics.set_paused(counts);
+    }
+
+    /// Warns once the listener has waited [`JoinWatch::within`] for its group to give it an
+    /// assignment, and once a minute after that while it still waits: librdkafka goes on
+    /// trying without a word (a broker without the group protocol set retries forever).
+    fn report_join_not_completed(&mut self) {
+        if self.partitions.joined() {
+            return;
+        }
+        let waited = self.started.elapsed();
+        let due = self.join.within.saturating_add(JOIN_REMINDER_EVERY.saturating_mul(self.join_reports));
+        if waited < due {
+            return;
+        }
+        self.join_reports += 1;
+        tracing::warn!(
+            listener = %self.shared.listener.name(),
+            group = %self.shared.listener.group(),
+            group_protocol = %self.join.protocol,
+            waited_s = waited.as_secs(),
+            "the listener has not joined its consumer group: no assignment yet, so nothing is read. The client keeps \
+             trying. A broker that does not serve the group protocol asked for does this (`consumer`, KIP-848's, needs \
+             Kafka 4); so does a group coordinator the client cannot reach"
+        );
     }
 
     fn take(&mut self, consumer: &ListenerConsumer, message: Result<BorrowedMessage<'_>, KafkaError>) {

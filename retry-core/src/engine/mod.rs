@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 
 pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
 pub(crate) use circuit::Circuit;
-pub(crate) use dispatch::run;
+pub(crate) use dispatch::{run, JoinWatch};
 pub(crate) use errors::ConsumerErrors;
 pub(crate) use execute::{calibrate_clock, Watch};
 pub(crate) use owner::Request;

@@ -12,7 +12,7 @@
 //! same partition in this process waits for it before starting.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -65,6 +65,8 @@ pub(crate) struct Partitions {
     pub(crate) count: Arc<AtomicUsize>,
     /// Whether partition queues are split off (always, but for fault injection).
     split_queues: bool,
+    /// Whether the group gave this member an assignment yet (an empty one too).
+    joined: AtomicBool,
 }
 
 impl Partitions {
@@ -79,7 +81,14 @@ impl Partitions {
             revoke_grace,
             count,
             split_queues,
+            joined: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the group gave this member an assignment yet (an empty one too: a member
+    /// beyond the number of partitions has joined).
+    pub(crate) fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
     }
 
     pub(crate) fn assign(&self, topic: &str, partition: i32) {
@@ -129,8 +138,13 @@ impl Partitions {
             }
         }
         let waiting: Vec<Arc<Finished>> = taken.iter().filter_map(|(_, a)| a.owner.as_ref().map(|o| Arc::clone(&o.finished))).collect();
-        if !waiting.is_empty() {
-            wait_for_owners(&waiting, self.revoke_grace);
+        let waited = waiting.is_empty() || wait_for_owners(&waiting, self.revoke_grace);
+        if !waited && waiting.iter().any(|f| !f.is_set()) && !CANNOT_WAIT_TOLD.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "partitions revoked on a current-thread tokio runtime: the rebalance cannot wait there for their records \
+                 in hand (nothing else runs while it waits), so a record being handled as its partition moves is handled \
+                 again by the next owner; on a multi-thread runtime revocations wait for them (rebalance_grace). Said once"
+            );
         }
         for (key, a) in taken {
             if let Some(q) = &a.queue {
@@ -139,8 +153,10 @@ impl Partitions {
             a.slot.revoke();
             if let Some(owner) = a.owner {
                 if !owner.finished.is_set() {
-                    tracing::warn!(topic = %key.0, partition = key.1, grace = ?self.revoke_grace,
+                    if waited {
+                        tracing::warn!(topic = %key.0, partition = key.1, grace = ?self.revoke_grace,
                         "revoked partition's record in hand did not finish within the grace; its result is discarded and the record will be redelivered");
+                    }
                     self.retired_by_partition.lock().expect("partitions lock").insert(key, Arc::clone(&owner.finished));
                 }
                 self.retired.lock().expect("partitions lock").push((owner.finished, owner.join));
@@ -171,15 +187,20 @@ impl Partitions {
     }
 }
 
+/// Whether the warning that a current-thread runtime cannot wait for revoked partitions
+/// was given (once per process).
+static CANNOT_WAIT_TOLD: AtomicBool = AtomicBool::new(false);
+
 /// Waits, blocking this thread, until every owner finished or `grace` passed. Blocking is
 /// what librdkafka's rebalance callback asks for; on a multi-threaded runtime the owners
 /// keep running on the other threads meanwhile. On a current-thread runtime nothing else
-/// can run, so it does not wait (the fence alone keeps the partition safe).
-fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) {
+/// can run, so it does not wait (the fence alone keeps the partition safe) and returns
+/// `false`.
+fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) -> bool {
     let multi_thread =
         tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread).unwrap_or(false);
     if !multi_thread {
-        return;
+        return false;
     }
     let deadline = std::time::Instant::now() + grace;
     tokio::task::block_in_place(|| {
@@ -188,6 +209,7 @@ fn wait_for_owners(owners: &[Arc<Finished>], grace: Duration) {
             f.wait_blocking(left);
         }
     });
+    true
 }
 
 /// The consumer's context: quiet transport errors, partitions assigned and revoked,
@@ -251,6 +273,7 @@ impl ConsumerContext for ListenerContext {
                     self.partitions.assign(e.topic(), e.partition());
                 }
                 let n = list.count();
+                self.partitions.joined.store(true, Ordering::Release);
                 let now = self.partitions.count.fetch_add(n, Ordering::AcqRel) + n;
                 if let Some(metrics) = self.metrics.get() {
                     metrics.rebalanced(0, now);
