@@ -678,6 +678,37 @@ fn secrets_never_reach_the_logs() {
     figure(&broker, "case secrets-redacted ok");
 }
 
+/// A static member fenced by another joining with the same `group.instance.id` gets a
+/// fatal error: its consumer can neither read nor commit again. Its listener stops, loudly,
+/// instead of reading on as if it still held its partitions, and the member that stays
+/// handles the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_stops_its_listener() {
+    let broker = Broker::get();
+    if !broker.require(common::Capability::FencesStaticMembers, "a_fenced_static_member_stops_its_listener") {
+        return;
+    }
+    let (topic, group, instance) = (broker.unique("fenced"), broker.unique("g"), broker.unique("instance"));
+    let (first_calls, second_calls) = (Calls::default(), Calls::default());
+    let first = recorded_listener("first", &topic, &group, RetryPolicy::default(), &first_calls, always_ok);
+    let second = recorded_listener("second", &topic, &group, RetryPolicy::default(), &second_calls, always_ok);
+    broker.prepare(&first, 1).await;
+    let a = broker.runtime().consumer_set("group.instance.id", &instance).listener(first).started().await;
+    assert!(a.wait_for_assignment(WAIT).await);
+    let b = broker.runtime().consumer_set("group.instance.id", &instance).listener(second).started().await;
+    eventually(WAIT, "the fenced member's listener stopped", || a.metrics().stopped_listeners == 1).await;
+    let producer = broker.producer();
+    for i in 0..20 {
+        broker.produce(&producer, &topic, Some(&format!("k{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "every record handled by the member that stayed", || (0..20).all(|i| second_calls.has(&format!("k{i}"), 1))).await;
+    assert!(first_calls.all().is_empty(), "the fenced member handled records: {:?}", first_calls.all());
+    let m = b.shutdown().await;
+    assert_eq!(m.stopped_listeners, 0, "{m}");
+    a.shutdown().await;
+    figure(&broker, "case fenced-static-member ok");
+}
+
 /// A listener asking for a group protocol its broker does not serve (KIP-848's, here) never
 /// joins: librdkafka retries for good without a word. The listener says so once its
 /// startup timeout has passed.

@@ -68,7 +68,8 @@ pub struct MetricsSnapshot {
     /// [`FailOnError`](crate::policy::DltStrategy::FailOnError), or cannot ever succeed).
     pub stopped_partitions: u64,
     /// Listeners stopped because the engine's dispatcher panicked (a bug of ours, logged
-    /// as one): the listener left its group, so its partitions went to the other members.
+    /// as one; the listener left its group, so its partitions went to the other members),
+    /// or because their consumer hit a fatal error (a fenced static member, say).
     pub stopped_listeners: u64,
     /// Records the retry topic refused for good (e.g. too large once the retry headers are
     /// added); they went to the DLT with reason `publish-failed`, or were dropped.

@@ -83,6 +83,9 @@ pub enum Capability {
     /// *Not* serving KIP-848's consumer group protocol, so that a member asking for it
     /// never joins (noida and tansu; the MockCluster serves it, and so does Kafka 4).
     WithoutKip848,
+    /// Fencing a static member (`group.instance.id`) when another joins with the same id
+    /// (noida, Kafka; the MockCluster and tansu let both in).
+    FencesStaticMembers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +150,7 @@ impl Broker {
             Capability::Restart => self.kind == Kind::Embedded || std::env::var("RT_BROKER_RESTART").is_ok_and(|c| !c.is_empty()),
             Capability::RefuseCommits => self.kind == Kind::Embedded,
             Capability::WithoutKip848 => matches!(self.kind, Kind::Noida | Kind::Tansu),
+            Capability::FencesStaticMembers => matches!(self.kind, Kind::Noida | Kind::Kafka),
         }
     }
 
@@ -174,6 +178,8 @@ impl Broker {
             (Capability::RefuseCommits, _) => "only the embedded broker refuses requests on request",
             (Capability::WithoutKip848, Kind::Embedded) => "the embedded MockCluster serves KIP-848's protocol: the join completes",
             (Capability::WithoutKip848, _) => "Kafka 4 serves KIP-848's protocol; whether this Kafka does is not known",
+            (Capability::FencesStaticMembers, Kind::Embedded) => "the MockCluster does not fence a static member: both join",
+            (Capability::FencesStaticMembers, _) => "tansu does not fence a static member: both members were given every partition",
             _ => "the broker lacks it",
         };
         let line = format!("SKIPPED {test} on {:?}: needs {cap:?}; {why}", self.kind);

@@ -72,6 +72,8 @@ struct Dispatcher {
     started: tokio::time::Instant,
     join: JoinWatch,
     join_reports: u32,
+    /// A fatal error of the consumer, once it came: the listener stops.
+    fatal: Option<String>,
 }
 
 /// When a listener whose group join has not completed says so.
@@ -104,6 +106,7 @@ pub(crate) async fn run(
         started: tokio::time::Instant::now(),
         join,
         join_reports: 0,
+        fatal: None,
     };
     // A panic here is a bug of ours. Unguarded, it ended this task and left the consumer
     // unpolled and in the group: its partitions unread, and held from the other members
@@ -157,9 +160,12 @@ impl Dispatcher {
             // yields, so a partition read here lets other tasks run, as the owners do.
             for _ in 1..MAX_DRAIN {
                 match cooperative(stream.next()).now_or_never() {
-                    Some(Some(m)) => self.take(consumer, m),
+                    Some(Some(m)) if self.fatal.is_none() => self.take(consumer, m),
                     _ => break,
                 }
+            }
+            if self.fatal.is_some() {
+                return self.stop_on_fatal(consumer);
             }
             self.flush();
         }
@@ -349,8 +355,31 @@ impl Dispatcher {
         }
     }
 
-    fn consumer_error(&self, e: &KafkaError) {
+    fn consumer_error(&mut self, e: &KafkaError) {
+        if let KafkaError::MessageConsumptionFatal(_) = e {
+            self.fatal = Some(e.to_string());
+            return;
+        }
         self.shared.errors.report(self.shared.listener.name(), &self.shared.metrics, e);
+    }
+
+    /// After a fatal error the consumer can neither read nor commit again (librdkafka's
+    /// contract), so reading on would leave a member that holds its partitions in its own
+    /// eyes but no longer in the group's: the listener stops, loudly, as at shutdown.
+    fn stop_on_fatal(&mut self, consumer: &ListenerConsumer) {
+        let error = self.fatal.take().unwrap_or_default();
+        let reason = consumer.client().fatal_error().map(|(_, reason)| reason).unwrap_or_default();
+        self.shared.metrics.inc_stopped_listeners();
+        tracing::error!(
+            listener = %self.shared.listener.name(),
+            group = %self.shared.listener.group(),
+            %error,
+            reason,
+            "the listener's consumer hit a fatal error and can neither read nor commit any more: the listener stops \
+             (records in hand finish; their offsets cannot be committed, so the member that takes the partitions \
+             handles them again). A static member fenced by another with the same group.instance.id does this; \
+             restart the process to rejoin"
+        );
     }
 
     async fn shut_down(mut self, consumer: &ListenerConsumer, grace: Duration) {
@@ -367,9 +396,12 @@ impl Dispatcher {
             let _ = join.await;
         }
         // Answered to this call only, not to the commit callback: reported here. The
-        // revocation as the group is left commits once more.
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            self.shared.errors.report_commit(&name, &self.shared.metrics, &e);
+        // revocation as the group is left commits once more. A consumer past a fatal error
+        // cannot commit (said when it stopped).
+        if consumer.client().fatal_error().is_none() {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                self.shared.errors.report_commit(&name, &self.shared.metrics, &e);
+            }
         }
         leave_group(consumer, &name).await;
         let (records, batches) = self.handed_over;

@@ -232,7 +232,13 @@ impl ListenerContext {
 
 impl ClientContext for ListenerContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(listener = %self.listener, %error, reason, "kafka client error (the client reconnects by itself)");
+        let fatal = self.consumer.get().and_then(Weak::upgrade).is_some_and(|c| c.client().fatal_error().is_some());
+        if fatal {
+            // The dispatcher stops the listener when the consumer hands it this error.
+            tracing::error!(listener = %self.listener, %error, reason, "fatal kafka client error: the consumer cannot go on");
+        } else {
+            tracing::warn!(listener = %self.listener, %error, reason, "kafka client error (the client reconnects by itself)");
+        }
     }
 }
 
