@@ -259,9 +259,9 @@ impl ConsumerContext for ListenerContext {
             Rebalance::Revoke(list) => {
                 self.partitions.revoke(&partitions_of(list));
                 let n = list.count();
-                let left = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
+                let before = self.partitions.count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(n)));
                 if let Some(metrics) = self.metrics.get() {
-                    metrics.rebalanced(n, left.unwrap_or(0).saturating_sub(n));
+                    metrics.rebalanced(n, before.unwrap_or(0).saturating_sub(n));
                 }
                 if n > 0 {
                     tracing::info!(listener = %self.listener, partitions = n, "partitions revoked");
