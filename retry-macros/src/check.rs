@@ -175,22 +175,20 @@ pub(crate) fn retryable(cx: &Ctxt, p: &TokenStream, a: &RetryableArgs) -> Option
             Err(e) => errors.push(e),
         }
     }
-    if let Some(d) = v(&a.handler_timeout) {
-        match retry_core::call_time::check_handler_timeout(d) {
-            Ok(d) => {
-                let t = calls.duration(d);
-                listener_calls.push(quote!(.handler_timeout(#t)));
+    // The call-time settings: each checked by its rule, then set by the setter of its name.
+    type Check = fn(Duration) -> Result<Duration, ConfigError>;
+    let call_time: [(Option<Duration>, Check, &str); 2] = [
+        (v(&a.handler_timeout), retry_core::call_time::check_handler_timeout, "handler_timeout"),
+        (v(&a.stalled_after), retry_core::call_time::check_stalled_after, "stalled_after"),
+    ];
+    for (d, check, setter) in call_time {
+        match d.map(check) {
+            Some(Ok(d)) => {
+                let (t, setter) = (calls.duration(d), format_ident!("{setter}"));
+                listener_calls.push(quote!(.#setter(#t)));
             }
-            Err(e) => errors.push(e),
-        }
-    }
-    if let Some(d) = v(&a.stalled_after) {
-        match retry_core::call_time::check_stalled_after(d) {
-            Ok(d) => {
-                let t = calls.duration(d);
-                listener_calls.push(quote!(.stalled_after(#t)));
-            }
-            Err(e) => errors.push(e),
+            Some(Err(e)) => errors.push(e),
+            None => {}
         }
     }
     let valid = errors.is_empty();
