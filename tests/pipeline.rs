@@ -640,6 +640,38 @@ async fn rebalance_while_in_hand(key_concurrency: usize, reads: Reads) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_with_a_fatal_error_is_replaced_and_nothing_is_lost() {
+    // A fatal error leaves a producer unable to publish again (an idempotent producer gets
+    // one for a broken sequence; here librdkafka's test hook raises it). Every record fails
+    // its first attempt: the retries before the error and after it must all be handled,
+    // none lost and none stuck behind a producer that can never publish.
+    let broker = Broker::get();
+    let (topic, group) = (broker.unique("fatal-producer"), broker.unique("g"));
+    let calls = Calls::default();
+    let listener = recorded_listener("fatal-producer", &topic, &group, policy(3, 10).build().unwrap(), &calls, |r| {
+        if r.attempt() == 1 {
+            Err(HandlerError::retryable("once"))
+        } else {
+            Ok(())
+        }
+    });
+    broker.prepare(&listener, 2).await;
+    let running = broker.runtime().producer_set("enable.idempotence", "true").listener(listener).started().await;
+    let producer = broker.producer();
+    for i in 0..20 {
+        broker.produce(&producer, &topic, Some(&format!("before{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the retries before the error handled", || (0..20).all(|i| calls.has(&format!("before{i}"), 2))).await;
+    assert!(running.fail_producer_fatally(), "librdkafka raised the fatal error");
+    for i in 0..20 {
+        broker.produce(&producer, &topic, Some(&format!("after{i}")), Some(b"{}"), &[]).await;
+    }
+    eventually(WAIT, "the retries after the error handled", || (0..20).all(|i| calls.has(&format!("after{i}"), 2))).await;
+    let m = running.shutdown().await;
+    assert_eq!((m.processed, m.failed, m.stopped_partitions, m.dead_lettered), (40, 40, 0, 0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_shutdown_grace_the_group_is_left_even_with_a_handler_stuck() {
     // A handler that never returns must not keep the consumer (and its group membership)
     // alive after the shutdown grace: the next member of the group takes the partition

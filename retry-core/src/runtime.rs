@@ -475,6 +475,16 @@ impl RunningRuntime {
         list.elements()[0].error().map_err(failed)
     }
 
+    /// Fault injection, for tests: the runtime's producer gets a fatal error, as an
+    /// idempotent producer does for a broken sequence (librdkafka's test hook; the producer
+    /// must be idempotent: `producer_set("enable.idempotence", "true")`). Nothing can be
+    /// published through it again. `false` if librdkafka refused.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn fail_producer_fatally(&self) -> bool {
+        engine::raise_fatal_error(self.publisher.producer().client(), "fault injection: a fatal producer error")
+    }
+
     fn circuit(&self, listener: &str) -> Result<&Circuit> {
         self.circuits
             .iter()

@@ -10,7 +10,8 @@
 //! so both take from one queue, in order.
 //!
 //! Header names are read here too, as bytes, for these messages and rdkafka's own: rdkafka
-//! panics on a name that is not UTF-8 (see [`ClientMessage`]).
+//! panics on a name that is not UTF-8 (see [`ClientMessage`]). With fault injection, it also
+//! raises librdkafka's fabricated fatal errors ([`raise_fatal_error`]) for tests.
 
 // The one module allowed `unsafe` (see the workspace's lints): FFI calls into librdkafka,
 // each with its reason.
@@ -248,4 +249,22 @@ impl Headers for RawHeaders {
         let key = std::str::from_utf8(name).expect("header names are UTF-8 (as rdkafka assumes)");
         Some(Header { key, value })
     }
+}
+
+/// Fault injection: raises a fabricated fatal error in `client` (librdkafka's test hook, as
+/// an idempotent producer gets one for a broken sequence); `false` if librdkafka refused
+/// (the producer is not idempotent).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn raise_fatal_error<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, reason: &str) -> bool {
+    let reason = CString::new(reason).unwrap_or_default();
+    // SAFETY: the client's handle is live while `client` is borrowed; librdkafka copies the
+    // reason before it returns.
+    let err = unsafe {
+        rdsys::rd_kafka_test_fatal_error(
+            client.native_ptr(),
+            rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        )
+    };
+    err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
 }

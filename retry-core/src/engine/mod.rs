@@ -33,6 +33,8 @@ use tokio::sync::mpsc;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 
+#[cfg(feature = "fault-injection")]
+pub(crate) use batch::raise_fatal_error;
 pub(crate) use budget::{Budget, DEFAULT_BUDGET_BYTES};
 pub(crate) use circuit::Circuit;
 pub(crate) use dispatch::{run, JoinWatch};

@@ -10,7 +10,7 @@
 //! (a DLT publish, a publish tried again, one the producer had no room for) gets its
 //! acknowledgement through a oneshot channel.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -30,7 +30,14 @@ const ROOM_RECHECK: Duration = Duration::from_millis(50);
 
 /// Publishes records with fresh framework headers.
 pub(crate) struct Publisher {
-    producer: ThreadedProducer<Deliveries>,
+    /// The producer in use. A fatal error leaves a producer unable to publish again
+    /// (librdkafka's contract; an idempotent producer can get one): the first publish it
+    /// refuses for that puts a new producer of `config` in its place.
+    producer: RwLock<Arc<ThreadedProducer<Deliveries>>>,
+    config: ClientConfig,
+    /// Producers replaced after a fatal error, kept until the publisher goes: dropping one
+    /// joins its threads, which an async worker must not wait for.
+    retired: Mutex<Vec<Arc<ThreadedProducer<Deliveries>>>>,
     format: HeaderFormat,
 }
 
@@ -191,11 +198,41 @@ pub(crate) fn is_permanent(error: &KafkaError) -> bool {
 impl Publisher {
     /// A publisher with its own producer, of `config`.
     pub(crate) fn new(config: &ClientConfig, format: HeaderFormat) -> KafkaResult<Self> {
-        Ok(Publisher { producer: config.create_with_context(Deliveries::default())?, format })
+        let producer = Arc::new(config.create_with_context(Deliveries::default())?);
+        Ok(Publisher { producer: RwLock::new(producer), config: config.clone(), retired: Mutex::default(), format })
     }
 
-    pub(crate) fn producer(&self) -> &ThreadedProducer<Deliveries> {
-        &self.producer
+    /// The producer in use.
+    pub(crate) fn producer(&self) -> Arc<ThreadedProducer<Deliveries>> {
+        Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts a new producer in the place of `dead`, which refused a publish for a fatal
+    /// error, unless another publish did so first. What `dead` still held comes back to
+    /// its publishers as failed (librdkafka fails a producer's queue at a fatal error) and
+    /// is published again, through the new one.
+    fn replace(&self, dead: &Arc<ThreadedProducer<Deliveries>>) {
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, dead) {
+            return;
+        }
+        let reason = dead.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}")).unwrap_or_default();
+        match self.config.create_with_context(Deliveries::default()) {
+            Ok(new) => {
+                let old = std::mem::replace(&mut *current, Arc::new(new));
+                self.retired.lock().unwrap_or_else(|e| e.into_inner()).push(old);
+                tracing::error!(
+                    %reason,
+                    "the producer hit a fatal error and can publish nothing more: a new producer takes its place, \
+                     and what the old one held is published again"
+                );
+            }
+            Err(e) => tracing::error!(
+                %reason,
+                error = %e,
+                "the producer hit a fatal error and a new one could not be made; its publishes are tried again"
+            ),
+        }
     }
 
     /// The headers `record` is published with: its own, its framework headers replaced by
@@ -221,9 +258,14 @@ impl Publisher {
         let mut message = BaseRecord::<[u8], [u8], Box<Ticket>>::with_opaque_to(topic, ticket).headers(headers);
         message.key = record.key();
         message.payload = record.payload();
-        self.producer
-            .send(message)
-            .map_err(|(error, back)| (PublishError::of(error), back.delivery_opaque, back.headers.unwrap_or_default()))
+        let producer = self.producer();
+        producer.send(message).map_err(|(error, back)| {
+            if let KafkaError::MessageProduction(RDKafkaErrorCode::Fatal) = error {
+                // The caller tries again, through the new producer.
+                self.replace(&producer);
+            }
+            (PublishError::of(error), back.delivery_opaque, back.headers.unwrap_or_default())
+        })
     }
 
     /// [`try_enqueue`](Self::try_enqueue), with a full local queue waited out: woken when a
@@ -237,12 +279,12 @@ impl Publisher {
         mut headers: OwnedHeaders,
         mut ticket: Box<Ticket>,
     ) -> Result<(), (PublishError, Box<Ticket>)> {
-        let room = &self.producer.context().room;
         loop {
+            let producer = self.producer();
             // Waiting from before the try, so room made between the try and the wait is
             // not missed; if this one was told but is not waiting any more, tokio tells the
             // next waiter instead.
-            let told = room.notified();
+            let told = producer.context().room.notified();
             tokio::pin!(told);
             told.as_mut().enable();
             match self.try_enqueue(topic, record, headers, ticket) {
