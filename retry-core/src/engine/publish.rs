@@ -10,7 +10,8 @@
 //! (a DLT publish, a publish tried again, one the producer had no room for) gets its
 //! acknowledgement through a oneshot channel.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -28,16 +29,23 @@ use crate::record::{ReadAt, Record};
 /// so the publish woken by that report may still find the queue full.
 const ROOM_RECHECK: Duration = Duration::from_millis(50);
 
+/// How many producers a publisher goes through at most: its first, and those that take
+/// the place of one a fatal error left unable to publish.
+const MAX_PRODUCERS: usize = 16;
+
 /// Publishes records with fresh framework headers.
 pub(crate) struct Publisher {
-    /// The producer in use. A fatal error leaves a producer unable to publish again
-    /// (librdkafka's contract; an idempotent producer can get one): the first publish it
-    /// refuses for that puts a new producer of `config` in its place.
-    producer: RwLock<Arc<ThreadedProducer<Deliveries>>>,
+    /// Its producers in the order they were made; `current` is the one in use. A fatal
+    /// error leaves a producer unable to publish again (librdkafka's contract; an
+    /// idempotent producer can get one): the first publish it refuses for that makes the
+    /// next one, of `config`. The ones before stay until the publisher goes (dropping a
+    /// producer joins its threads, which an async worker must not wait for), and reading
+    /// the one in use costs a publish one atomic load.
+    producers: [OnceLock<ThreadedProducer<Deliveries>>; MAX_PRODUCERS],
+    current: AtomicUsize,
+    /// Held while a producer is being replaced.
+    replacing: Mutex<()>,
     config: ClientConfig,
-    /// Producers replaced after a fatal error, kept until the publisher goes: dropping one
-    /// joins its threads, which an async worker must not wait for.
-    retired: Mutex<Vec<Arc<ThreadedProducer<Deliveries>>>>,
     format: HeaderFormat,
 }
 
@@ -198,29 +206,40 @@ pub(crate) fn is_permanent(error: &KafkaError) -> bool {
 impl Publisher {
     /// A publisher with its own producer, of `config`.
     pub(crate) fn new(config: &ClientConfig, format: HeaderFormat) -> KafkaResult<Self> {
-        let producer = Arc::new(config.create_with_context(Deliveries::default())?);
-        Ok(Publisher { producer: RwLock::new(producer), config: config.clone(), retired: Mutex::default(), format })
+        let producers: [OnceLock<ThreadedProducer<Deliveries>>; MAX_PRODUCERS] = std::array::from_fn(|_| OnceLock::new());
+        let _ = producers[0].set(config.create_with_context(Deliveries::default())?);
+        Ok(Publisher { producers, current: AtomicUsize::new(0), replacing: Mutex::new(()), config: config.clone(), format })
     }
 
     /// The producer in use.
-    pub(crate) fn producer(&self) -> Arc<ThreadedProducer<Deliveries>> {
-        Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
+    pub(crate) fn producer(&self) -> &ThreadedProducer<Deliveries> {
+        self.producers[self.current.load(Ordering::Acquire)].get().expect("a producer is set before it is in use")
     }
 
     /// Puts a new producer in the place of `dead`, which refused a publish for a fatal
     /// error, unless another publish did so first. What `dead` still held comes back to
     /// its publishers as failed (librdkafka fails a producer's queue at a fatal error) and
     /// is published again, through the new one.
-    fn replace(&self, dead: &Arc<ThreadedProducer<Deliveries>>) {
-        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
-        if !Arc::ptr_eq(&current, dead) {
+    fn replace(&self, dead: &ThreadedProducer<Deliveries>) {
+        let _one_at_a_time = self.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load(Ordering::Acquire);
+        if !std::ptr::eq(self.producer(), dead) {
             return;
         }
         let reason = dead.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}")).unwrap_or_default();
+        if current + 1 == MAX_PRODUCERS {
+            tracing::error!(
+                %reason,
+                made = MAX_PRODUCERS,
+                "the producer hit a fatal error, and no more producers are made after this many: its publishes are \
+                 tried again, and fail; restart the process"
+            );
+            return;
+        }
         match self.config.create_with_context(Deliveries::default()) {
             Ok(new) => {
-                let old = std::mem::replace(&mut *current, Arc::new(new));
-                self.retired.lock().unwrap_or_else(|e| e.into_inner()).push(old);
+                let _ = self.producers[current + 1].set(new);
+                self.current.store(current + 1, Ordering::Release);
                 tracing::error!(
                     %reason,
                     "the producer hit a fatal error and can publish nothing more: a new producer takes its place, \
@@ -262,7 +281,7 @@ impl Publisher {
         producer.send(message).map_err(|(error, back)| {
             if let KafkaError::MessageProduction(RDKafkaErrorCode::Fatal) = error {
                 // The caller tries again, through the new producer.
-                self.replace(&producer);
+                self.replace(producer);
             }
             (PublishError::of(error), back.delivery_opaque, back.headers.unwrap_or_default())
         })
