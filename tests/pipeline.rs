@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::recorder::{hanging, holding, recorded_listener, Calls};
+use common::recorder::{fail_first, hanging, holding, recorded_listener, Calls};
 use common::{eventually, Broker, Started};
 use retryable_topic::handler;
 use retryable_topic::headers::FailureKind;
@@ -447,13 +447,7 @@ async fn retries_behind_a_long_due_wait(reads: Reads) {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("long-wait"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("long-wait", &topic, &group, policy(2, 6_000).build().unwrap(), &calls, |r| {
-        if r.attempt() == 1 {
-            Err(HandlerError::retryable("later"))
-        } else {
-            Ok(())
-        }
-    });
+    let listener = recorded_listener("long-wait", &topic, &group, policy(2, 6_000).build().unwrap(), &calls, fail_first);
     let retry_topic = listener.topology().sources()[0].retry[0].clone();
     broker.prepare(&listener, 1).await;
     let running = reads.runtime(&broker).listener(listener).started().await;
@@ -648,13 +642,7 @@ async fn a_producer_with_a_fatal_error_is_replaced_and_nothing_is_lost() {
     let broker = Broker::get();
     let (topic, group) = (broker.unique("fatal-producer"), broker.unique("g"));
     let calls = Calls::default();
-    let listener = recorded_listener("fatal-producer", &topic, &group, policy(3, 10).build().unwrap(), &calls, |r| {
-        if r.attempt() == 1 {
-            Err(HandlerError::retryable("once"))
-        } else {
-            Ok(())
-        }
-    });
+    let listener = recorded_listener("fatal-producer", &topic, &group, policy(3, 10).build().unwrap(), &calls, fail_first);
     broker.prepare(&listener, 2).await;
     let running = broker.runtime().producer_set("enable.idempotence", "true").listener(listener).started().await;
     let producer = broker.producer();

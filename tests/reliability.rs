@@ -16,7 +16,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::recorder::{recorded_listener, recording, Calls};
+use common::recorder::{always_ok, fail_first, recorded_listener, recording, Calls};
 use common::{eventually, figure, now_ms, Broker, Captured, Started};
 use retryable_topic::headers::{names, FailureKind, HeaderFormat, RetryHeaders};
 use retryable_topic::{handler, Backoff, EmbeddedKafka, Error, HandlerError, Listener, Record, RetryPolicy, Runtime};
@@ -329,18 +329,6 @@ async fn bench(partitions: i32, retry_partitions: i32, backoff_ms: u64, decide: 
     broker.create_topic(&dlt, partitions).await;
     let running = broker.start(listener).await;
     Bench { broker, topic, retry, dlt, calls, running }
-}
-
-fn fail_first(r: &Record) -> Result<(), HandlerError> {
-    if r.attempt() == 1 {
-        Err(HandlerError::retryable("once"))
-    } else {
-        Ok(())
-    }
-}
-
-fn always_ok(_: &Record) -> Result<(), HandlerError> {
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,21 @@ impl Calls {
     }
 }
 
+/// A `decide` for [`recording`]: every record fails its first attempt (retryable) and
+/// succeeds on its retry.
+pub fn fail_first(r: &Record) -> Result<(), HandlerError> {
+    if r.attempt() == 1 {
+        Err(HandlerError::retryable("once"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A `decide` for [`recording`]: every call succeeds.
+pub fn always_ok(_: &Record) -> Result<(), HandlerError> {
+    Ok(())
+}
+
 /// A record handler that records the call, then answers with `decide`.
 pub fn recording(calls: &Calls, decide: impl Fn(&Record) -> Result<(), HandlerError> + Send + Sync + 'static) -> impl Handler {
     let calls = calls.clone();
