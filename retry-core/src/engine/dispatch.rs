@@ -67,11 +67,8 @@ struct Dispatcher {
     backpressured: Vec<(Arc<PartitionSlot>, usize)>,
     /// Records and batches handed over, for the stop log line.
     handed_over: (u64, u64),
-    /// When the listener started, when a group join not completed is reported, and the
-    /// reports given so far.
-    started: tokio::time::Instant,
-    join: JoinWatch,
-    join_reports: u32,
+    /// When a group join not completed is reported.
+    join: JoinWait,
     /// A fatal error of the consumer, once it came: the listener stops.
     fatal: Option<String>,
 }
@@ -82,6 +79,30 @@ pub(crate) struct JoinWatch {
     pub(crate) within: Duration,
     /// The group protocol the consumer asks for (`classic` or `consumer`), for the warning.
     pub(crate) protocol: String,
+}
+
+/// A [`JoinWatch`] at work: since when the listener waits, and the reports given so far.
+struct JoinWait {
+    watch: JoinWatch,
+    since: tokio::time::Instant,
+    reports: u32,
+}
+
+impl JoinWait {
+    fn new(watch: JoinWatch) -> Self {
+        JoinWait { watch, since: tokio::time::Instant::now(), reports: 0 }
+    }
+
+    /// How long the listener has waited, if a report is due now (at `within`, then every
+    /// [`JOIN_REMINDER_EVERY`]); counts it as given.
+    fn report_due(&mut self) -> Option<Duration> {
+        let waited = self.since.elapsed();
+        let due = self.watch.within.saturating_add(JOIN_REMINDER_EVERY.saturating_mul(self.reports));
+        (waited >= due).then(|| {
+            self.reports += 1;
+            waited
+        })
+    }
 }
 
 /// Reads the consumer until `shutdown`, then stops the owners (finishing records in hand,
@@ -103,9 +124,7 @@ pub(crate) async fn run(
         pending: Vec::new(),
         backpressured: Vec::new(),
         handed_over: (0, 0),
-        started: tokio::time::Instant::now(),
-        join,
-        join_reports: 0,
+        join: JoinWait::new(join),
         fatal: None,
     };
     // A panic here is a bug of ours. Unguarded, it ended this task and left the consumer
@@ -198,16 +217,11 @@ impl Dispatcher {
         if self.partitions.joined() {
             return;
         }
-        let waited = self.started.elapsed();
-        let due = self.join.within.saturating_add(JOIN_REMINDER_EVERY.saturating_mul(self.join_reports));
-        if waited < due {
-            return;
-        }
-        self.join_reports += 1;
+        let Some(waited) = self.join.report_due() else { return };
         tracing::warn!(
             listener = %self.shared.listener.name(),
             group = %self.shared.listener.group(),
-            group_protocol = %self.join.protocol,
+            group_protocol = %self.join.watch.protocol,
             waited_s = waited.as_secs(),
             "the listener has not joined its consumer group: no assignment yet, so nothing is read. The client keeps \
              trying. A broker that does not serve the group protocol asked for does this (`consumer`, KIP-848's, needs \
