@@ -223,7 +223,7 @@ impl Publisher {
     fn replace(&self, dead: &ThreadedProducer<Deliveries>) {
         let _one_at_a_time = self.replacing.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current.load(Ordering::Acquire);
-        if !std::ptr::eq(self.producer(), dead) {
+        if !self.producers[current].get().is_some_and(|in_use| std::ptr::eq(in_use, dead)) {
             return;
         }
         let reason = dead.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}")).unwrap_or_default();
